@@ -1,0 +1,31 @@
+//! Locus actors: everything that runs per connection and per topic.
+//!
+//! # Layout
+//! - [`user_session`]: the actor per connected client; decodes frames and routes them.
+//! - [`room`]: the actor per topic; members, presence, typing and fan-out.
+//! - [`outbox`]: a connection's outbound queue, bounded in bytes (the backpressure point).
+//! - [`broker`]: the boundary between publishers and rooms; in-process implementation.
+//! - [`registry`]: topic → room and session id → session maps.
+//! - [`presence`], [`typing`]: pure state of a room's presence and typing indicators.
+//! - [`wire`]: server message shapes (replies, closes, `system`).
+//! - [`close_code`], [`config`], [`metrics`]: close codes, limits, metric names.
+//! - [`engine`]: the handle bundling registries, broker and limits.
+
+pub mod broker;
+pub mod close_code;
+pub mod config;
+pub mod engine;
+pub mod metrics;
+pub mod outbox;
+pub mod presence;
+pub mod registry;
+pub mod room;
+pub mod typing;
+pub mod user_session;
+pub mod wire;
+
+/// Identifies one connection for the lifetime of the engine.
+pub type SessionId = u64;
+
+pub use close_code::CloseCode;
+pub use engine::Engine;

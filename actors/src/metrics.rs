@@ -1,0 +1,113 @@
+//! Every metric the actors emit, declared in one place: `locus_<subsystem>_<name>_<unit>`.
+//!
+//! Label values are bounded sets (event kinds, drop reasons), never a user, topic or geohash.
+//! Hot-path handles are fetched once and cached; the recorder must be installed before the
+//! first actor starts (the server does this in `run`).
+
+use std::sync::OnceLock;
+
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
+
+pub const CONNECTIONS: &str = "locus_ws_connections";
+pub const CONNECTIONS_OPENED: &str = "locus_ws_connections_opened_total";
+pub const JOINS: &str = "locus_channel_joins_total";
+pub const ROOMS: &str = "locus_rooms_active";
+pub const MESSAGES_IN: &str = "locus_messages_in_total";
+pub const MESSAGES_OUT: &str = "locus_messages_out_total";
+pub const MESSAGES_DROPPED: &str = "locus_messages_dropped_total";
+pub const OUTBOUND_QUEUE_BYTES: &str = "locus_outbound_queue_bytes";
+pub const FANOUT_LATENCY: &str = "locus_fanout_latency_seconds";
+pub const FANOUT_RECIPIENTS: &str = "locus_fanout_recipients";
+pub const DISCONNECTS: &str = "locus_ws_disconnects_total";
+pub const PROTOCOL_ERRORS: &str = "locus_protocol_errors_total";
+
+/// Why a message was not delivered (the `reason` label of `locus_messages_dropped_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// A member's outbound queue overflowed; the member is disconnected.
+    SlowConsumer,
+    /// A room's mailbox was full when a publication arrived.
+    RoomMailboxFull,
+    /// The recipient was already closing.
+    RecipientClosed,
+    /// A binary payload cannot be expressed to a vsn 1.0.0 (JSON-only) member.
+    BinaryToJsonMember,
+    /// A typing update inside the per-user throttle window.
+    TypingThrottled,
+}
+
+impl DropReason {
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::SlowConsumer => "slow_consumer",
+            DropReason::RoomMailboxFull => "room_mailbox_full",
+            DropReason::RecipientClosed => "recipient_closed",
+            DropReason::BinaryToJsonMember => "binary_to_json_member",
+            DropReason::TypingThrottled => "typing_throttled",
+        }
+    }
+}
+
+/// Counts one dropped message.
+pub fn dropped(reason: DropReason) {
+    counter!(MESSAGES_DROPPED, "reason" => reason.label()).increment(1);
+}
+
+/// Maps a client event to its bounded label.
+pub fn event_label(event: &str) -> &'static str {
+    match event {
+        "phx_join" => "phx_join",
+        "phx_leave" => "phx_leave",
+        "heartbeat" => "heartbeat",
+        "broadcast" => "broadcast",
+        "presence" => "presence",
+        "typing" => "typing",
+        "access_token" => "access_token",
+        "phx_reply" => "phx_reply",
+        "presence_state" => "presence_state",
+        "presence_diff" => "presence_diff",
+        "system" => "system",
+        "phx_close" => "phx_close",
+        "phx_error" => "phx_error",
+        _ => "other",
+    }
+}
+
+pub fn message_in(event: &str) {
+    counter!(MESSAGES_IN, "event" => event_label(event)).increment(1);
+}
+
+pub fn messages_out(event: &str, n: u64) {
+    counter!(MESSAGES_OUT, "event" => event_label(event)).increment(n);
+}
+
+macro_rules! cached {
+    ($name:ident, $ty:ty, $make:expr) => {
+        pub fn $name() -> &'static $ty {
+            static H: OnceLock<$ty> = OnceLock::new();
+            H.get_or_init(|| $make)
+        }
+    };
+}
+
+cached!(outbound_queue_bytes, Gauge, gauge!(OUTBOUND_QUEUE_BYTES));
+cached!(connections, Gauge, gauge!(CONNECTIONS));
+cached!(rooms, Gauge, gauge!(ROOMS));
+cached!(fanout_latency, Histogram, histogram!(FANOUT_LATENCY));
+cached!(fanout_recipients, Histogram, histogram!(FANOUT_RECIPIENTS));
+cached!(broadcast_out, Counter, counter!(MESSAGES_OUT, "event" => "broadcast"));
+
+/// Counts a client push refused with a stable code (`MalformedMessage`, `UnmatchedTopic`, …).
+pub fn protocol_error(code: &'static str) {
+    counter!(PROTOCOL_ERRORS, "code" => code).increment(1);
+}
+
+/// Counts a channel join by outcome (`ok` or `error`).
+pub fn join(result: &'static str) {
+    counter!(JOINS, "result" => result).increment(1);
+}
+
+/// Counts a server-initiated close by its close-code name.
+pub fn disconnect(code: &'static str) {
+    counter!(DISCONNECTS, "code" => code).increment(1);
+}

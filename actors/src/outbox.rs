@@ -1,0 +1,231 @@
+//! The outbound queue of one connection, bounded in bytes, shared by everything that writes to it.
+//!
+//! Rooms push encoded frames straight into a member's outbox (no actor message per delivery) and
+//! never wait: a push that would take the queue past `outbound_queue_bytes_max` fails, the outbox
+//! turns *slow*, and the socket writer drops what is queued and closes the connection with
+//! [`CloseCode::SlowConsumer`]. The writer task (in the server crate) is the only consumer.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use locus_protocol::OutFrame;
+use tokio::sync::mpsc;
+
+use crate::close_code::CloseCode;
+use crate::metrics as m;
+
+/// What the socket writer receives.
+#[derive(Debug)]
+pub enum Outgoing {
+    Frame(OutFrame),
+    Pong(Bytes),
+    /// Write the frames queued before this, then close with this code.
+    Close(CloseCode),
+}
+
+/// Why a push was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PushError {
+    #[error("outbound queue is full: slow consumer")]
+    Overflow,
+    #[error("connection is closing")]
+    Closed,
+}
+
+struct Shared {
+    queued_bytes: AtomicUsize,
+    bytes_max: usize,
+    slow: AtomicBool,
+    closing: AtomicBool,
+    /// Wakes the writer when the outbox turns slow, even if it is blocked on a send.
+    slow_signal: tokio::sync::Notify,
+}
+
+/// Producer handle: cheap to clone, held by the session and by each room the session joined.
+#[derive(Clone)]
+pub struct Outbox {
+    // The channel is unbounded in count on purpose: its bound is `bytes_max`, enforced in `push`
+    // before anything is sent, which a count-bounded channel could not express.
+    tx: mpsc::UnboundedSender<Outgoing>,
+    shared: Arc<Shared>,
+}
+
+/// Consumer handle, owned by the socket writer task.
+pub struct OutboxReceiver {
+    rx: mpsc::UnboundedReceiver<Outgoing>,
+    shared: Arc<Shared>,
+}
+
+/// Creates an outbox holding at most `bytes_max` bytes of queued frames.
+pub fn outbox(bytes_max: usize) -> (Outbox, OutboxReceiver) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        queued_bytes: AtomicUsize::new(0),
+        bytes_max,
+        slow: AtomicBool::new(false),
+        closing: AtomicBool::new(false),
+        slow_signal: tokio::sync::Notify::new(),
+    });
+    (Outbox { tx, shared: shared.clone() }, OutboxReceiver { rx, shared })
+}
+
+impl Outbox {
+    /// Queues a frame without waiting. On overflow the outbox turns slow (once) and the caller
+    /// counts the drop; every later push fails with [`PushError::Closed`].
+    pub fn push(&self, frame: OutFrame) -> Result<(), PushError> {
+        let s = &self.shared;
+        if s.closing.load(Ordering::Relaxed) {
+            return Err(PushError::Closed);
+        }
+        let len = frame.len();
+        let before = s.queued_bytes.fetch_add(len, Ordering::AcqRel);
+        if before + len > s.bytes_max {
+            s.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            self.mark_slow();
+            return Err(PushError::Overflow);
+        }
+        m::outbound_queue_bytes().increment(len as f64);
+        if self.tx.send(Outgoing::Frame(frame)).is_err() {
+            s.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            m::outbound_queue_bytes().decrement(len as f64);
+            return Err(PushError::Closed);
+        }
+        Ok(())
+    }
+
+    /// Queues a pong; control frames are tiny and bypass the byte bound.
+    pub fn pong(&self, data: Bytes) {
+        if !self.is_closing() {
+            let _ = self.tx.send(Outgoing::Pong(data));
+        }
+    }
+
+    /// Asks the writer to flush what is queued and close with `code`. Idempotent.
+    pub fn close(&self, code: CloseCode) {
+        if !self.shared.closing.swap(true, Ordering::AcqRel) {
+            let _ = self.tx.send(Outgoing::Close(code));
+        }
+    }
+
+    fn mark_slow(&self) {
+        if !self.shared.slow.swap(true, Ordering::AcqRel) {
+            self.shared.closing.store(true, Ordering::Release);
+            m::dropped(m::DropReason::SlowConsumer);
+            self.shared.slow_signal.notify_one();
+        }
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.shared.closing.load(Ordering::Relaxed)
+    }
+
+    pub fn is_slow(&self) -> bool {
+        self.shared.slow.load(Ordering::Relaxed)
+    }
+
+    /// Bytes currently queued.
+    pub fn queued_bytes(&self) -> usize {
+        self.shared.queued_bytes.load(Ordering::Relaxed)
+    }
+}
+
+impl OutboxReceiver {
+    /// Next item to write. Returns `None` when every producer is gone.
+    pub async fn recv(&mut self) -> Option<Outgoing> {
+        let item = self.rx.recv().await?;
+        if let Outgoing::Frame(f) = &item {
+            self.release(f.len());
+        }
+        Some(item)
+    }
+
+    fn release(&self, len: usize) {
+        self.shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+        m::outbound_queue_bytes().decrement(len as f64);
+    }
+
+    /// A handle that resolves when the outbox turns slow; the writer races it against its
+    /// socket sends (it is separate so it can be awaited while `recv` borrows the receiver).
+    pub fn slow_watch(&self) -> SlowWatch {
+        SlowWatch { shared: self.shared.clone() }
+    }
+
+    pub fn is_slow(&self) -> bool {
+        self.shared.slow.load(Ordering::Acquire)
+    }
+
+    /// Drops every queued frame (the slow-consumer path) and returns how many were dropped.
+    pub fn discard_queued(&mut self) -> usize {
+        let mut dropped = 0;
+        while let Ok(item) = self.rx.try_recv() {
+            if let Outgoing::Frame(f) = item {
+                self.release(f.len());
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+}
+
+/// See [`OutboxReceiver::slow_watch`].
+pub struct SlowWatch {
+    shared: Arc<Shared>,
+}
+
+impl SlowWatch {
+    /// Resolves once the outbox is slow (at once if it already is).
+    pub async fn wait(&self) {
+        loop {
+            let notified = self.shared.slow_signal.notified();
+            if self.shared.slow.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for OutboxReceiver {
+    fn drop(&mut self) {
+        // Stop producers and give the gauge back what is still queued.
+        self.shared.closing.store(true, Ordering::Release);
+        self.rx.close();
+        self.discard_queued();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(n: usize) -> OutFrame {
+        OutFrame { data: Bytes::from(vec![b'x'; n]), binary: false }
+    }
+
+    #[tokio::test]
+    async fn push_past_the_byte_bound_turns_the_outbox_slow() {
+        let (tx, mut rx) = outbox(100);
+        tx.push(frame(60)).unwrap();
+        assert_eq!(tx.push(frame(50)), Err(PushError::Overflow));
+        assert!(tx.is_slow());
+        assert_eq!(tx.push(frame(1)), Err(PushError::Closed));
+        rx.slow_watch().wait().await;
+        assert_eq!(rx.discard_queued(), 1);
+        assert_eq!(tx.queued_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn receiving_releases_bytes_and_close_is_sent_once() {
+        let (tx, mut rx) = outbox(100);
+        tx.push(frame(60)).unwrap();
+        assert!(matches!(rx.recv().await, Some(Outgoing::Frame(_))));
+        tx.push(frame(60)).unwrap();
+        tx.close(CloseCode::Normal);
+        tx.close(CloseCode::Normal);
+        assert!(matches!(rx.recv().await, Some(Outgoing::Frame(_))));
+        assert!(matches!(rx.recv().await, Some(Outgoing::Close(CloseCode::Normal))));
+        drop(tx);
+        assert!(rx.recv().await.is_none());
+    }
+}

@@ -1,0 +1,397 @@
+//! The room actor: one per topic. Owns the topic's members, presence and typing state, and fans
+//! publications out to members.
+//!
+//! Takes [`Join`], [`Leave`], [`Deliver`], [`PresenceUpdate`], [`TypingUpdate`]. Emits to
+//! member outboxes: join replies, `presence_state`, `presence_diff`, `broadcast`, `typing`.
+//!
+//! Backpressure: a room never waits on a member. Each publication is encoded once per protocol
+//! version in use and the bytes are pushed into each member's byte-bounded outbox; a member whose
+//! outbox is full is dropped from the room on the spot (its session closes it with 4008).
+//! The mailbox holds `room.mailbox_capacity` messages; publishers use `try_send` and get
+//! `RoomBusy` when it is full. The room stops when its last member leaves.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use locus_protocol::{encode_message, encode_user_broadcast, OutFrame, PayloadEncoding, Vsn};
+use serde_json::{Map, Value};
+
+use crate::broker::{Body, Publication};
+use crate::config::RoomLimits;
+use crate::metrics::{self as m, DropReason};
+use crate::outbox::{Outbox, PushError};
+use crate::presence::{PresenceDiff, PresenceState};
+use crate::registry::RoomRegistry;
+use crate::typing::{TypingOutcome, TypingState};
+use crate::wire::{self, raw};
+use crate::SessionId;
+
+/// One joined session.
+struct Member {
+    outbox: Outbox,
+    vsn: Vsn,
+    join_ref: Option<String>,
+    user_id: Arc<str>,
+    /// `broadcast.self`: receive one's own broadcasts.
+    self_broadcast: bool,
+    presence_enabled: bool,
+    presence_key: String,
+}
+
+pub struct Room {
+    topic: Arc<str>,
+    members: HashMap<SessionId, Member>,
+    /// Members per protocol version, so a publication is encoded only for versions in use.
+    members_by_vsn: [usize; 2],
+    presence: PresenceState,
+    typing: TypingState,
+    typing_timer: Option<SpawnHandle>,
+    registry: RoomRegistry,
+    limits: RoomLimits,
+}
+
+impl Room {
+    pub fn new(topic: Arc<str>, registry: RoomRegistry, limits: RoomLimits) -> Self {
+        let typing = TypingState::new(
+            Duration::from_millis(limits.typing_ttl_ms),
+            Duration::from_millis(limits.typing_throttle_ms),
+        );
+        Room {
+            topic,
+            members: HashMap::new(),
+            members_by_vsn: [0, 0],
+            presence: PresenceState::default(),
+            typing,
+            typing_timer: None,
+            registry,
+            limits,
+        }
+    }
+}
+
+impl Actor for Room {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.limits.mailbox_capacity);
+    }
+
+    fn stopping(&mut self, ctx: &mut Self::Context) -> Running {
+        self.registry.remove(&self.topic, &ctx.address());
+        // Members left behind (the room is being torn down, e.g. at shutdown) must rejoin.
+        for m in self.members.values() {
+            let _ = m.outbox.push(wire::channel_error(m.vsn, m.join_ref.as_deref(), &self.topic));
+        }
+        Running::Stop
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        m::rooms().decrement(1.0);
+    }
+}
+
+/// Adds a session to the room; the room sends the join reply (then `presence_state`) itself so
+/// that the reply always precedes the room's first message to the member.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct Join {
+    pub session: SessionId,
+    pub user_id: Arc<str>,
+    pub outbox: Outbox,
+    pub vsn: Vsn,
+    pub join_ref: Option<String>,
+    /// The `ref` of the `phx_join` push, echoed in the reply.
+    pub msg_ref: Option<String>,
+    pub self_broadcast: bool,
+    pub presence_enabled: bool,
+    /// Presence key of this member (the client's `presence.key`, or a generated one).
+    pub presence_key: String,
+}
+
+/// Removes a session from the room (a `phx_leave`, a rejoin or a disconnect).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Leave {
+    pub session: SessionId,
+    /// `Some(ref)` for a client `phx_leave`: reply ok and send `phx_close`.
+    pub reply_ref: Option<Option<String>>,
+}
+
+/// A publication to fan out to local members.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Deliver(pub Arc<Publication>);
+
+/// A presence `track` (with meta) or `untrack` from a member.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PresenceUpdate {
+    pub session: SessionId,
+    pub msg_ref: Option<String>,
+    /// `Some(meta)` to track, `None` to untrack.
+    pub track: Option<Map<String, Value>>,
+}
+
+/// A typing indicator from a member.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TypingUpdate {
+    pub session: SessionId,
+    pub msg_ref: Option<String>,
+    pub typing: bool,
+}
+
+impl Handler<Join> for Room {
+    type Result = ();
+
+    /// Registers the member, replies ok, and sends `presence_state` when presence is enabled.
+    fn handle(&mut self, msg: Join, _ctx: &mut Self::Context) {
+        let member = Member {
+            outbox: msg.outbox,
+            vsn: msg.vsn,
+            join_ref: msg.join_ref,
+            user_id: msg.user_id,
+            self_broadcast: msg.self_broadcast,
+            presence_enabled: msg.presence_enabled,
+            presence_key: msg.presence_key,
+        };
+        let response = raw(r#"{"postgres_changes":[]}"#.into());
+        let jr = member.join_ref.as_deref();
+        let mut ok = member
+            .outbox
+            .push(wire::reply(member.vsn, jr, msg.msg_ref.as_deref(), &self.topic, true, &response))
+            .is_ok();
+        if ok && member.presence_enabled {
+            let state = raw(self.presence.state_json());
+            ok = member
+                .outbox
+                .push(encode_message(member.vsn, jr, None, &self.topic, "presence_state", &state))
+                .is_ok();
+        }
+        if !ok {
+            return;
+        }
+        self.members_by_vsn[member.vsn.index()] += 1;
+        if let Some(old) = self.members.insert(msg.session, member) {
+            // The session rejoined without leaving; the newest join wins.
+            self.members_by_vsn[old.vsn.index()] -= 1;
+        }
+        debug_assert_eq!(self.members_by_vsn.iter().sum::<usize>(), self.members.len());
+    }
+}
+
+impl Handler<Leave> for Room {
+    type Result = ();
+
+    /// Removes the member (with its presence and typing), replying when the client asked.
+    fn handle(&mut self, msg: Leave, ctx: &mut Self::Context) {
+        if let Some(member) = self.remove_member(msg.session) {
+            if let Some(msg_ref) = msg.reply_ref {
+                let jr = member.join_ref.as_deref();
+                let _ = member.outbox.push(wire::reply_ok(member.vsn, jr, msg_ref.as_deref(), &self.topic));
+                let _ = member.outbox.push(wire::close(member.vsn, jr, &self.topic));
+            }
+        }
+        self.stop_if_empty(ctx);
+    }
+}
+
+impl Handler<Deliver> for Room {
+    type Result = ();
+
+    /// Encodes the publication once per version in use and pushes it to every member.
+    fn handle(&mut self, Deliver(publication): Deliver, ctx: &mut Self::Context) {
+        let frames = self.encode_publication(&publication);
+        let mut delivered = 0u64;
+        let mut failed: Vec<SessionId> = Vec::new();
+        for (&id, member) in &self.members {
+            if publication.sender == Some(id) && !member.self_broadcast {
+                continue;
+            }
+            let Some(frame) = &frames[member.vsn.index()] else {
+                m::dropped(DropReason::BinaryToJsonMember);
+                continue;
+            };
+            match member.outbox.push(frame.clone()) {
+                Ok(()) => delivered += 1,
+                Err(e) => {
+                    if e == PushError::Closed {
+                        m::dropped(DropReason::RecipientClosed);
+                    }
+                    failed.push(id);
+                }
+            }
+        }
+        m::broadcast_out().increment(delivered);
+        m::fanout_recipients().record(delivered as f64);
+        m::fanout_latency().record(publication.accepted_at.elapsed().as_secs_f64());
+        // A member that cannot take more is shed at once, so the room keeps serving the others.
+        for id in failed {
+            self.remove_member(id);
+        }
+        self.stop_if_empty(ctx);
+    }
+}
+
+impl Handler<PresenceUpdate> for Room {
+    type Result = ();
+
+    /// Tracks or untracks the member's presence, replies ok, and sends the diff.
+    fn handle(&mut self, msg: PresenceUpdate, _ctx: &mut Self::Context) {
+        let Some(member) = self.members.get_mut(&msg.session) else { return };
+        // Tracking turns presence on for this member, as it does in Supabase.
+        let first_enable = msg.track.is_some() && !member.presence_enabled;
+        member.presence_enabled |= msg.track.is_some();
+        let (vsn, jr, key) = (member.vsn, member.join_ref.clone(), member.presence_key.clone());
+        let outbox = member.outbox.clone();
+        let _ = outbox.push(wire::reply_ok(vsn, jr.as_deref(), msg.msg_ref.as_deref(), &self.topic));
+        if first_enable {
+            let state = raw(self.presence.state_json());
+            let _ = outbox.push(encode_message(vsn, jr.as_deref(), None, &self.topic, "presence_state", &state));
+        }
+        let diff = match msg.track {
+            Some(meta) => self.presence.track(msg.session, &key, meta),
+            None => self.presence.untrack(msg.session, &key),
+        };
+        self.send_presence_diff(&diff);
+    }
+}
+
+impl Handler<TypingUpdate> for Room {
+    type Result = ();
+
+    /// Applies the typing update, replies ok, and announces it to the other members.
+    fn handle(&mut self, msg: TypingUpdate, ctx: &mut Self::Context) {
+        let Some(member) = self.members.get(&msg.session) else { return };
+        let _ = member.outbox.push(wire::reply_ok(
+            member.vsn,
+            member.join_ref.as_deref(),
+            msg.msg_ref.as_deref(),
+            &self.topic,
+        ));
+        let user = member.user_id.clone();
+        match self.typing.update(&user, msg.typing, Instant::now()) {
+            TypingOutcome::Announce(typing) => self.announce_typing(&user, typing, Some(msg.session)),
+            TypingOutcome::Absorbed => m::dropped(DropReason::TypingThrottled),
+        }
+        self.schedule_typing_expiry(ctx);
+    }
+}
+
+impl Room {
+    /// Frames for a publication, per version (`None`: cannot be sent to that version).
+    fn encode_publication(&self, p: &Publication) -> [Option<OutFrame>; 2] {
+        let mut frames = [None, None];
+        for vsn in Vsn::ALL {
+            if self.members_by_vsn[vsn.index()] > 0 {
+                frames[vsn.index()] = encode_broadcast(vsn, &self.topic, &p.event, &p.body);
+            }
+        }
+        frames
+    }
+
+    fn remove_member(&mut self, session: SessionId) -> Option<Member> {
+        let member = self.members.remove(&session)?;
+        self.members_by_vsn[member.vsn.index()] -= 1;
+        let diff = self.presence.untrack(session, &member.presence_key);
+        self.send_presence_diff(&diff);
+        // Only announce a stop when no other session of the same user remains typing here.
+        let others = self.members.values().any(|m| m.user_id == member.user_id);
+        if !others && self.typing.is_typing(&member.user_id) {
+            self.typing.update(&member.user_id, false, Instant::now());
+            self.announce_typing(&member.user_id, false, None);
+        }
+        debug_assert_eq!(self.members_by_vsn.iter().sum::<usize>(), self.members.len());
+        Some(member)
+    }
+
+    fn stop_if_empty(&mut self, ctx: &mut Context<Self>) {
+        if self.members.is_empty() {
+            ctx.stop();
+        }
+    }
+
+    fn send_presence_diff(&self, diff: &PresenceDiff) {
+        if diff.is_empty() {
+            return;
+        }
+        let payload = raw(diff.to_json());
+        self.push_to_members("presence_diff", |_, m| m.presence_enabled, |vsn| {
+            encode_message(vsn, None, None, &self.topic, "presence_diff", &payload)
+        });
+    }
+
+    fn announce_typing(&self, user: &str, typing: bool, except: Option<SessionId>) {
+        let payload = raw(serde_json::json!({ "user_id": user, "typing": typing }).to_string());
+        self.push_to_members(
+            "typing",
+            |id, _| Some(id) != except,
+            |vsn| encode_message(vsn, None, None, &self.topic, "typing", &payload),
+        );
+    }
+
+    /// Encodes lazily once per version and pushes to the members `filter` selects.
+    fn push_to_members(
+        &self,
+        event: &str,
+        filter: impl Fn(SessionId, &Member) -> bool,
+        encode: impl Fn(Vsn) -> OutFrame,
+    ) {
+        let mut frames: [Option<OutFrame>; 2] = [None, None];
+        let mut sent = 0;
+        for (_, m) in self.members.iter().filter(|(id, m)| filter(**id, m)) {
+            let frame = frames[m.vsn.index()].get_or_insert_with(|| encode(m.vsn));
+            if m.outbox.push(frame.clone()).is_ok() {
+                sent += 1;
+            }
+        }
+        m::messages_out(event, sent);
+    }
+
+    fn schedule_typing_expiry(&mut self, ctx: &mut Context<Self>) {
+        if self.typing_timer.is_some() {
+            return;
+        }
+        let Some(at) = self.typing.next_expiry() else { return };
+        let delay = at.saturating_duration_since(Instant::now());
+        self.typing_timer = Some(ctx.run_later(delay, |room, ctx| {
+            room.typing_timer = None;
+            for user in room.typing.expire(Instant::now()) {
+                room.announce_typing(&user, false, None);
+            }
+            room.schedule_typing_expiry(ctx);
+        }));
+    }
+}
+
+/// Encodes a user broadcast for one protocol version.
+///
+/// vsn 1.0.0 gets `{"type":"broadcast","event","payload"}` in a JSON frame; an opaque binary
+/// payload cannot be expressed there and yields `None`. vsn 2.0.0 gets the binary type-4 frame
+/// when the publication came in binary, and the JSON array frame otherwise.
+pub fn encode_broadcast(vsn: Vsn, topic: &str, event: &str, body: &Body) -> Option<OutFrame> {
+    let json_payload = |payload: &str| {
+        let mut s = String::with_capacity(48 + event.len() + payload.len());
+        s.push_str(r#"{"type":"broadcast","event":"#);
+        s.push_str(&serde_json::to_string(event).expect("string serializes"));
+        s.push_str(r#","payload":"#);
+        s.push_str(payload);
+        s.push('}');
+        encode_message(vsn, None, None, topic, "broadcast", &raw(s))
+    };
+    match (vsn, body) {
+        (_, Body::Json(payload)) => Some(json_payload(payload.get())),
+        (Vsn::V2, Body::Binary { encoding, data }) => {
+            encode_user_broadcast(topic, event, b"{}", *encoding, data).or_else(|| match encoding {
+                PayloadEncoding::Json => std::str::from_utf8(data).ok().map(json_payload),
+                PayloadEncoding::Binary => None,
+            })
+        }
+        (Vsn::V1, Body::Binary { encoding: PayloadEncoding::Json, data }) => {
+            std::str::from_utf8(data).ok().map(json_payload)
+        }
+        (Vsn::V1, Body::Binary { encoding: PayloadEncoding::Binary, .. }) => None,
+    }
+}

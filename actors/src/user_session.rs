@@ -1,0 +1,463 @@
+//! The session actor: one per connected client. Owns the client's channels and its outbound
+//! queue (the write side of the socket, drained by the server's writer task).
+//!
+//! Takes socket events as a stream ([`SocketEvent`]), plus [`Shutdown`] and [`WriterFinished`].
+//! Emits replies to its own outbox, joins/leaves/presence/typing to rooms, publications to the
+//! broker.
+//!
+//! Limits: `session.channels_per_connection_max`, `session.topic_bytes_max`,
+//! `session.client_timeout_ms` (silence closes with 4002), `session.mailbox_capacity`.
+//! Client frames are handled one at a time in arrival order; a join waits for its room (the
+//! socket is not read meanwhile, which is the backpressure on a client that joins in a loop).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bytes::Bytes;
+use locus_protocol::{decode_binary, decode_text, salvage_target, InboundFrame, Payload, Vsn, PHOENIX_TOPIC};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use crate::broker::{Body, Publication};
+use crate::close_code::CloseCode;
+use crate::engine::Engine;
+use crate::metrics as m;
+use crate::outbox::Outbox;
+use crate::room::{Join, Leave, PresenceUpdate, Room, TypingUpdate};
+use crate::wire::{self, raw};
+use crate::SessionId;
+
+/// A join retries this many times when the room it found stopped in between.
+const JOIN_ATTEMPTS_MAX: usize = 3;
+/// The prefix every channel topic carries.
+pub const TOPIC_PREFIX: &str = "realtime:";
+
+/// What the socket reader hands the session.
+#[derive(Debug)]
+pub enum SocketEvent {
+    Text(String),
+    Binary(Bytes),
+    Ping(Bytes),
+    /// The client sent a close frame.
+    Close,
+    /// A frame over `session.frame_bytes_max`.
+    FrameTooBig,
+    /// The WebSocket framing itself was broken.
+    ProtocolError(String),
+}
+
+/// Close the connection: the server is shutting down.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// The socket writer has stopped (connection closed): the session ends.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WriterFinished;
+
+/// One joined channel.
+struct Channel {
+    topic: Arc<str>,
+    room: Addr<Room>,
+    join_ref: Option<String>,
+    /// `broadcast.ack`: reply to each broadcast once accepted.
+    ack: bool,
+}
+
+pub struct UserSession {
+    id: SessionId,
+    user_id: Arc<str>,
+    vsn: Vsn,
+    outbox: Outbox,
+    channels: HashMap<String, Channel>,
+    engine: Engine,
+    last_seen: Instant,
+}
+
+impl UserSession {
+    pub fn new(id: SessionId, user_id: Arc<str>, vsn: Vsn, outbox: Outbox, engine: Engine) -> Self {
+        UserSession { id, user_id, vsn, outbox, channels: HashMap::new(), engine, last_seen: Instant::now() }
+    }
+
+    fn limits(&self) -> &crate::config::SessionLimits {
+        &self.engine.session_limits
+    }
+}
+
+impl Actor for UserSession {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.limits().mailbox_capacity);
+        self.engine.sessions.insert(self.id, ctx.address());
+        m::connections().increment(1.0);
+        let every = Duration::from_millis(self.limits().timeout_check_interval_ms);
+        ctx.run_interval(every, |act, ctx| {
+            let silent_ms = act.last_seen.elapsed().as_millis() as u64;
+            if silent_ms > act.limits().client_timeout_ms && !act.outbox.is_closing() {
+                act.close(CloseCode::HeartbeatTimeout, ctx);
+            }
+        });
+    }
+
+    fn stopping(&mut self, _ctx: &mut Self::Context) -> Running {
+        for (_, ch) in self.channels.drain() {
+            // Bounded: at most channels_per_connection_max leaves, once, as the session dies. It
+            // must not be dropped (the room would keep a ghost member), and waiting is not
+            // possible in `stopping`, hence `do_send`.
+            ch.room.do_send(Leave { session: self.id, reply_ref: None });
+        }
+        self.outbox.close(CloseCode::Normal);
+        self.engine.sessions.remove(self.id);
+        m::connections().decrement(1.0);
+        Running::Stop
+    }
+}
+
+impl StreamHandler<SocketEvent> for UserSession {
+    fn handle(&mut self, event: SocketEvent, ctx: &mut Self::Context) {
+        self.last_seen = Instant::now();
+        match event {
+            SocketEvent::Text(text) => match decode_text(&text) {
+                Ok(frame) => self.dispatch(frame, ctx),
+                Err(e) => self.malformed(salvage_target(&text), &e.to_string()),
+            },
+            SocketEvent::Binary(data) => match decode_binary(&data) {
+                Ok(frame) => self.dispatch(frame, ctx),
+                Err(e) => self.malformed(None, &e.to_string()),
+            },
+            SocketEvent::Ping(data) => self.outbox.pong(data),
+            SocketEvent::Close => self.close(CloseCode::Normal, ctx),
+            SocketEvent::FrameTooBig => {
+                self.malformed(None, "frame larger than session.frame_bytes_max");
+                self.close(CloseCode::MessageTooBig, ctx);
+            }
+            SocketEvent::ProtocolError(e) => {
+                self.malformed(None, &e);
+                self.close(CloseCode::Normal, ctx);
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl Handler<Shutdown> for UserSession {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
+        self.close(CloseCode::ServerShutdown, ctx);
+    }
+}
+
+impl Handler<WriterFinished> for UserSession {
+    type Result = ();
+
+    fn handle(&mut self, _: WriterFinished, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct JoinPayload {
+    config: JoinConfig,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct JoinConfig {
+    broadcast: BroadcastConfig,
+    presence: PresenceConfig,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct BroadcastConfig {
+    #[serde(rename = "self")]
+    self_broadcast: bool,
+    ack: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PresenceConfig {
+    key: Option<String>,
+    enabled: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct BroadcastPayload {
+    event: String,
+    #[serde(default)]
+    payload: Option<Box<RawValue>>,
+}
+
+#[derive(Deserialize)]
+struct PresencePayload {
+    event: String,
+    #[serde(default)]
+    payload: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct TypingPayload {
+    typing: Option<bool>,
+    #[serde(default)]
+    payload: Option<Box<TypingPayload>>,
+}
+
+/// A client push that cannot be served; `code` is the stable CamelCase reason prefix.
+struct Refusal {
+    code: &'static str,
+    message: String,
+}
+
+fn refuse(code: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal { code, message: message.into() }
+}
+
+impl UserSession {
+    /// Routes one decoded client frame.
+    fn dispatch(&mut self, frame: InboundFrame, ctx: &mut Context<Self>) {
+        m::message_in(&frame.event);
+        let result = match (frame.topic.as_str(), frame.event.as_str()) {
+            (PHOENIX_TOPIC, "heartbeat") => {
+                self.push(wire::reply_ok(self.vsn, None, frame.msg_ref.as_deref(), PHOENIX_TOPIC));
+                Ok(())
+            }
+            (_, "phx_join") => self.join(frame, ctx),
+            (_, "phx_leave") => {
+                self.leave(frame, ctx);
+                Ok(())
+            }
+            // Accepted without a reply, as Supabase does; token checks arrive with auth.
+            (_, "access_token") => Ok(()),
+            (_, "broadcast") => self.broadcast(frame),
+            (_, "presence") => self.presence(frame),
+            (_, "typing") => self.typing(frame),
+            (_, other) => {
+                let message = format!("event {other:?} is not supported");
+                Err((frame, refuse("UnknownEvent", message)))
+            }
+        };
+        if let Err((frame, refusal)) = result {
+            m::protocol_error(refusal.code);
+            self.push(wire::reply_error(
+                self.vsn,
+                frame.join_ref.as_deref(),
+                frame.msg_ref.as_deref(),
+                &frame.topic,
+                refusal.code,
+                &refusal.message,
+            ));
+        }
+    }
+
+    fn join(&mut self, frame: InboundFrame, ctx: &mut Context<Self>) -> Result<(), (InboundFrame, Refusal)> {
+        if let Err(r) = self.check_topic(&frame.topic) {
+            return Err((frame, r));
+        }
+        let config = match json_payload::<JoinPayload>(&frame.payload) {
+            Ok(p) => p.config,
+            Err(e) => return Err((frame, refuse("MalformedJoin", e))),
+        };
+        if let Some(old) = self.channels.remove(&frame.topic) {
+            // A rejoin replaces the old channel, which the client sees closed.
+            old.room.do_send(Leave { session: self.id, reply_ref: None });
+            self.push(wire::close(self.vsn, old.join_ref.as_deref(), &old.topic));
+        } else if self.channels.len() >= self.limits().channels_per_connection_max {
+            let max = self.limits().channels_per_connection_max;
+            return Err((frame, refuse("TopicLimitReached", format!("at most {max} channels per connection"))));
+        }
+        let presence_key = match config.presence.key {
+            Some(k) if !k.is_empty() => k,
+            _ => crate::presence::generated_key(),
+        };
+        let join = Join {
+            session: self.id,
+            user_id: self.user_id.clone(),
+            outbox: self.outbox.clone(),
+            vsn: self.vsn,
+            join_ref: frame.join_ref.clone(),
+            msg_ref: frame.msg_ref.clone(),
+            self_broadcast: config.broadcast.self_broadcast,
+            presence_enabled: config.presence.enabled.unwrap_or(true),
+            presence_key,
+        };
+        let rooms = self.engine.rooms.clone();
+        let topic = frame.topic.clone();
+        let joining = async move {
+            for _ in 0..JOIN_ATTEMPTS_MAX {
+                let room = rooms.get_or_start(&topic);
+                match room.send(join.clone()).await {
+                    Ok(()) => return Ok(room),
+                    // The room stopped between lookup and send (its last member just left).
+                    Err(MailboxError::Closed) => rooms.remove(&topic, &room),
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(MailboxError::Closed)
+        };
+        let ack = config.broadcast.ack;
+        ctx.wait(joining.into_actor(self).map(move |result, act, _ctx| match result {
+            Ok(room) => {
+                m::join("ok");
+                let ch = Channel { topic: Arc::from(frame.topic.as_str()), room, join_ref: frame.join_ref, ack };
+                act.channels.insert(frame.topic, ch);
+            }
+            Err(e) => {
+                m::join("error");
+                act.push(wire::reply_error(
+                    act.vsn,
+                    frame.join_ref.as_deref(),
+                    frame.msg_ref.as_deref(),
+                    &frame.topic,
+                    "RoomUnavailable",
+                    &e.to_string(),
+                ));
+            }
+        }));
+        Ok(())
+    }
+
+    fn check_topic(&self, topic: &str) -> Result<(), Refusal> {
+        let max = self.limits().topic_bytes_max;
+        if topic.len() > max {
+            return Err(refuse("TopicTooLong", format!("topics are at most {max} bytes")));
+        }
+        match topic.strip_prefix(TOPIC_PREFIX) {
+            Some(name) if !name.is_empty() => Ok(()),
+            _ => Err(refuse("InvalidTopic", "topics are realtime:<name>")),
+        }
+    }
+
+    fn leave(&mut self, frame: InboundFrame, ctx: &mut Context<Self>) {
+        let Some(ch) = self.channels.remove(&frame.topic) else {
+            // Leaving a channel that is not joined is a no-op that still completes.
+            self.push(wire::reply_ok(self.vsn, frame.join_ref.as_deref(), frame.msg_ref.as_deref(), &frame.topic));
+            self.push(wire::close(self.vsn, frame.join_ref.as_deref(), &frame.topic));
+            return;
+        };
+        // Waiting (rather than try_send) so a leave is never lost; the room replies and closes.
+        let leave = Leave { session: self.id, reply_ref: Some(frame.msg_ref) };
+        ctx.wait(ch.room.send(leave).into_actor(self).map(|_, _, _| ()));
+    }
+
+    fn joined(&self, frame: &InboundFrame) -> Result<&Channel, Refusal> {
+        self.channels
+            .get(&frame.topic)
+            .ok_or_else(|| refuse("UnmatchedTopic", format!("join {} before pushing to it", frame.topic)))
+    }
+
+    fn broadcast(&mut self, frame: InboundFrame) -> Result<(), (InboundFrame, Refusal)> {
+        let (topic, ack) = match self.joined(&frame) {
+            Ok(ch) => (ch.topic.clone(), ch.ack),
+            Err(r) => return Err((frame, r)),
+        };
+        let (event, body) = match &frame.payload {
+            Payload::Json(raw_payload) => match serde_json::from_str::<BroadcastPayload>(raw_payload.get()) {
+                Ok(b) => {
+                    let payload: Arc<RawValue> = b.payload.map(Arc::from).unwrap_or_else(|| Arc::from(raw("{}".into())));
+                    (b.event, Body::Json(payload))
+                }
+                Err(e) => return Err((frame, refuse("MalformedBroadcast", e.to_string()))),
+            },
+            Payload::UserBroadcast(b) => {
+                (b.event.clone(), Body::Binary { encoding: b.encoding, data: b.payload.clone() })
+            }
+        };
+        let publication =
+            Publication { topic, event, body, sender: Some(self.id), accepted_at: Instant::now() };
+        match self.engine.broker.publish(publication) {
+            Ok(()) if ack => {
+                self.push(wire::reply_ok(self.vsn, frame.join_ref.as_deref(), frame.msg_ref.as_deref(), &frame.topic));
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+            Err(e) => Err((frame, refuse("RoomBusy", e.to_string()))),
+        }
+    }
+
+    fn presence(&mut self, frame: InboundFrame) -> Result<(), (InboundFrame, Refusal)> {
+        let room = match self.joined(&frame) {
+            Ok(ch) => ch.room.clone(),
+            Err(r) => return Err((frame, r)),
+        };
+        let p = match json_payload::<PresencePayload>(&frame.payload) {
+            Ok(p) => p,
+            Err(e) => return Err((frame, refuse("MalformedPresence", e))),
+        };
+        let track = match (p.event.as_str(), p.payload) {
+            ("track", None) => Some(Map::new()),
+            ("track", Some(Value::Object(meta))) => Some(meta),
+            ("track", Some(_)) => return Err((frame, refuse("MalformedPresence", "presence meta must be an object"))),
+            ("untrack", _) => None,
+            (other, _) => {
+                return Err((frame, refuse("MalformedPresence", format!("presence event {other:?} is not track or untrack"))))
+            }
+        };
+        let update = PresenceUpdate { session: self.id, msg_ref: frame.msg_ref.clone(), track };
+        room.try_send(update).map_err(|_| (frame, refuse("RoomBusy", "the room is overloaded, retry later")))
+    }
+
+    fn typing(&mut self, frame: InboundFrame) -> Result<(), (InboundFrame, Refusal)> {
+        let room = match self.joined(&frame) {
+            Ok(ch) => ch.room.clone(),
+            Err(r) => return Err((frame, r)),
+        };
+        // Accept `{"typing": b}` and realtime-js's `send({type: "typing", payload: {typing: b}})`.
+        let typing = match json_payload::<TypingPayload>(&frame.payload) {
+            Ok(TypingPayload { typing: Some(t), .. }) => t,
+            Ok(TypingPayload { payload: Some(inner), .. }) if inner.typing.is_some() => inner.typing.unwrap_or(false),
+            _ => return Err((frame, refuse("MalformedTyping", "payload must be {\"typing\": bool}"))),
+        };
+        let update = TypingUpdate { session: self.id, msg_ref: frame.msg_ref.clone(), typing };
+        room.try_send(update).map_err(|_| (frame, refuse("RoomBusy", "the room is overloaded, retry later")))
+    }
+
+    /// Answers a frame that could not be decoded: an error reply where the frame names a topic
+    /// and ref, a `system` message otherwise. The connection stays open.
+    fn malformed(&mut self, target: Option<(Option<String>, Option<String>, String)>, error: &str) {
+        m::protocol_error("MalformedMessage");
+        let frame = match target {
+            Some((join_ref, msg_ref, topic)) if msg_ref.is_some() => wire::reply_error(
+                self.vsn,
+                join_ref.as_deref(),
+                msg_ref.as_deref(),
+                &topic,
+                "MalformedMessage",
+                error,
+            ),
+            _ => wire::system(self.vsn, PHOENIX_TOPIC, false, "system", &format!("MalformedMessage: {error}")),
+        };
+        self.push(frame);
+    }
+
+    fn push(&self, frame: locus_protocol::OutFrame) {
+        // A refused push means the connection is already closing (slow or closed): nothing to do.
+        let _ = self.outbox.push(frame);
+    }
+
+    /// Closes the connection with `code`; the session stops when the writer is done, or after
+    /// `close_grace_ms` at the latest.
+    fn close(&mut self, code: CloseCode, ctx: &mut Context<Self>) {
+        m::disconnect(code.name());
+        self.outbox.close(code);
+        ctx.run_later(Duration::from_millis(self.limits().close_grace_ms), |_, ctx| ctx.stop());
+    }
+}
+
+/// Parses a JSON payload into `T`; binary payloads are refused.
+fn json_payload<T: for<'de> Deserialize<'de>>(payload: &Payload) -> Result<T, String> {
+    match payload {
+        Payload::Json(raw) => serde_json::from_str(raw.get()).map_err(|e| e.to_string()),
+        Payload::UserBroadcast(_) => Err("a binary frame is only accepted for broadcast".into()),
+    }
+}

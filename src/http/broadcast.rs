@@ -1,0 +1,91 @@
+//! `POST /api/broadcast` (also `/realtime/v1/api/broadcast`): Supabase's REST broadcast.
+//!
+//! Body `{"messages": [{"topic", "event", "payload", "private"?}]}` with topics given without
+//! the `realtime:` prefix (a prefixed topic is accepted as is). Answers 202 when every message
+//! was accepted by the broker. The request is validated whole before anything is published, so
+//! a bad message publishes nothing.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use locus_actors::broker::{Body, Publication};
+use locus_actors::user_session::TOPIC_PREFIX;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::http::error::ApiError;
+use crate::AppState;
+
+#[derive(Deserialize)]
+pub struct BroadcastRequest {
+    messages: Vec<BroadcastMessage>,
+}
+
+#[derive(Deserialize)]
+struct BroadcastMessage {
+    topic: String,
+    event: String,
+    #[serde(default)]
+    payload: Option<Box<RawValue>>,
+    /// Accepted for compatibility; private-channel checks arrive with authorization.
+    #[serde(default)]
+    #[allow(dead_code)]
+    private: bool,
+}
+
+pub async fn broadcast(
+    body: web::Json<BroadcastRequest>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let messages = body.into_inner().messages;
+    let max = state.config.http.broadcast_messages_max;
+    if messages.is_empty() || messages.len() > max {
+        return Err(ApiError::bad_request(
+            "InvalidMessages",
+            &format!("messages must hold 1..={max} entries"),
+        ));
+    }
+    let topic_max = state.engine.session_limits.topic_bytes_max;
+    let mut publications = Vec::with_capacity(messages.len());
+    for (i, msg) in messages.into_iter().enumerate() {
+        let topic = if msg.topic.starts_with(TOPIC_PREFIX) {
+            msg.topic
+        } else {
+            format!("{TOPIC_PREFIX}{}", msg.topic)
+        };
+        if topic.len() == TOPIC_PREFIX.len() || topic.len() > topic_max {
+            return Err(ApiError::bad_request(
+                "InvalidTopic",
+                &format!("messages[{i}].topic must be 1..={topic_max} bytes with its prefix"),
+            ));
+        }
+        let payload: Arc<RawValue> = match msg.payload {
+            Some(p) => Arc::from(p),
+            None => Arc::from(locus_actors::wire::raw("{}".into())),
+        };
+        publications.push(Publication {
+            topic: Arc::from(topic),
+            event: msg.event,
+            body: Body::Json(payload),
+            sender: None,
+            accepted_at: Instant::now(),
+        });
+    }
+    let total = publications.len();
+    let mut refused = 0;
+    for p in publications {
+        if state.engine.broker.publish(p).is_err() {
+            refused += 1;
+        }
+    }
+    if refused > 0 {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "RoomBusy",
+            &format!("{refused} of {total} messages were refused by overloaded rooms; retry them"),
+        ));
+    }
+    Ok(HttpResponse::Accepted().finish())
+}

@@ -1,0 +1,54 @@
+//! HTTP errors: `{"error": {"code", "message"}}` with the right status, mapped in one place.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+/// An error returned by an HTTP handler.
+#[derive(Debug, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// Stable CamelCase code.
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: &str) -> Self {
+        ApiError { status, code, message: message.to_owned() }
+    }
+
+    pub fn bad_request(code: &'static str, message: &str) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status)
+            .json(json!({ "error": { "code": self.code, "message": self.message } }))
+    }
+}
+
+/// Maps actix-web's JSON extractor failures (bad JSON, too large, wrong content type) to
+/// [`ApiError`] so every error body has the same shape.
+pub fn json_error(err: actix_web::error::JsonPayloadError, _req: &actix_web::HttpRequest) -> actix_web::Error {
+    use actix_web::error::JsonPayloadError as E;
+    let api = match &err {
+        E::OverflowKnownLength { .. } | E::Overflow { .. } => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "BodyTooLarge", &err.to_string())
+        }
+        E::ContentType => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            "send Content-Type: application/json",
+        ),
+        _ => ApiError::bad_request("MalformedBody", &err.to_string()),
+    };
+    api.into()
+}

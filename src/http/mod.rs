@@ -1,0 +1,6 @@
+//! The HTTP API: REST broadcast, health, metrics, and the JSON error shape they share.
+
+pub mod broadcast;
+pub mod error;
+pub mod health;
+pub mod metrics;

@@ -1,0 +1,27 @@
+//! Locus: a realtime engine speaking the Supabase Realtime / Phoenix protocol.
+//!
+//! # Layout
+//! - [`config`]: `config.toml` plus `LOCUS_*` environment overrides.
+//! - [`socket`]: the WebSocket endpoint and the per-connection writer task.
+//! - [`http`]: REST broadcast, health, metrics, and the HTTP error shape.
+//! - [`telemetry`]: the Prometheus recorder and metric descriptions.
+//! - [`server`]: wiring everything into an HTTP server, and the ordered shutdown.
+//!
+//! Sessions, rooms and the broker live in the `locus-actors` crate; the wire format in
+//! `locus-protocol`.
+
+pub mod config;
+pub mod http;
+pub mod server;
+pub mod socket;
+pub mod telemetry;
+
+pub use config::Config;
+pub use server::{run, start, RunningServer, ServerControl};
+
+/// State shared by every HTTP worker.
+pub struct AppState {
+    pub engine: locus_actors::Engine,
+    pub config: Config,
+    pub prometheus: metrics_exporter_prometheus::PrometheusHandle,
+}

@@ -1,0 +1,118 @@
+//! Wires the engine into an actix-web server, and runs the ordered shutdown:
+//! stop accepting → sessions get close code 4001 → rooms drain as members leave → stop.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpServer};
+use locus_actors::Engine;
+
+use crate::http::{broadcast, error, health, metrics};
+use crate::{socket, telemetry, AppState, Config};
+
+/// How often shutdown checks whether every session has gone.
+const SHUTDOWN_POLL_MS: u64 = 20;
+
+/// A bound, running server.
+pub struct RunningServer {
+    /// The address actually bound (useful with port 0).
+    pub addr: SocketAddr,
+    server: actix_web::dev::Server,
+    control: ServerControl,
+}
+
+/// A handle to stop a running server from anywhere (it is `Send + Clone`).
+#[derive(Clone)]
+pub struct ServerControl {
+    handle: ServerHandle,
+    engine: Engine,
+    timeout: Duration,
+}
+
+/// Binds and starts serving on the current actix system.
+pub async fn start(config: Config) -> io::Result<RunningServer> {
+    let prometheus = telemetry::recorder();
+    let engine = Engine::new(config.session.clone(), config.room.clone());
+    let timeout = Duration::from_millis(config.server.shutdown_timeout_ms);
+    let workers = match config.server.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let state = web::Data::new(AppState { engine: engine.clone(), config: config.clone(), prometheus });
+    let body_max = config.http.body_bytes_max;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(web::JsonConfig::default().limit(body_max).error_handler(error::json_error))
+            .route("/socket/websocket", web::get().to(socket::websocket))
+            .route("/realtime/v1/websocket", web::get().to(socket::websocket))
+            .route("/api/broadcast", web::post().to(broadcast::broadcast))
+            .route("/realtime/v1/api/broadcast", web::post().to(broadcast::broadcast))
+            .route("/api/health", web::get().to(health::health))
+            .route("/metrics", web::get().to(metrics::metrics))
+    })
+    .workers(workers)
+    .disable_signals()
+    .shutdown_timeout(timeout.as_secs().max(1))
+    .bind(&config.server.listen)?;
+    let addr = *server.addrs().first().ok_or_else(|| io::Error::other("bound no address"))?;
+    let server = server.run();
+    let control = ServerControl { handle: server.handle(), engine, timeout };
+    tracing::info!(%addr, "locus listening");
+    Ok(RunningServer { addr, server, control })
+}
+
+impl RunningServer {
+    pub fn control(&self) -> ServerControl {
+        self.control.clone()
+    }
+
+    /// Serves until the server is stopped (by [`ServerControl::shutdown`]).
+    pub async fn wait(self) -> io::Result<()> {
+        self.server.await
+    }
+}
+
+impl ServerControl {
+    /// The ordered shutdown. Returns once the server has stopped.
+    pub async fn shutdown(&self) {
+        self.handle.pause().await;
+        let sessions = self.engine.sessions.len();
+        tracing::info!(sessions, "shutting down: closing sessions");
+        self.engine.sessions.shutdown_all();
+        let deadline = Instant::now() + self.timeout;
+        while !self.engine.sessions.is_empty() && Instant::now() < deadline {
+            actix_web::rt::time::sleep(Duration::from_millis(SHUTDOWN_POLL_MS)).await;
+        }
+        tracing::info!(left = self.engine.sessions.len(), rooms = self.engine.rooms.len(), "sessions closed; stopping");
+        self.handle.stop(true).await;
+    }
+}
+
+/// Starts Locus and serves until SIGINT or SIGTERM, then shuts down in order.
+pub async fn run(config: Config) -> io::Result<()> {
+    let running = start(config).await?;
+    let control = running.control();
+    actix_web::rt::spawn(async move {
+        wait_for_signal().await;
+        control.shutdown().await;
+    });
+    running.wait().await
+}
+
+async fn wait_for_signal() {
+    let mut term = match actix_web::rt::signal::unix::signal(actix_web::rt::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the server");
+            let _ = actix_web::rt::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = actix_web::rt::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
