@@ -273,7 +273,7 @@ impl Handler<TypingUpdate> for Room {
         ));
         let user = member.user_id.clone();
         match self.typing.update(&user, msg.typing, Instant::now()) {
-            TypingOutcome::Announce(typing) => self.announce_typing(&user, typing, Some(msg.session)),
+            TypingOutcome::Announce(typing) => self.announce_typing(&user, typing),
             TypingOutcome::Absorbed => m::dropped(DropReason::TypingThrottled),
         }
         self.schedule_typing_expiry(ctx);
@@ -301,7 +301,7 @@ impl Room {
         let others = self.members.values().any(|m| m.user_id == member.user_id);
         if !others && self.typing.is_typing(&member.user_id) {
             self.typing.update(&member.user_id, false, Instant::now());
-            self.announce_typing(&member.user_id, false, None);
+            self.announce_typing(&member.user_id, false);
         }
         debug_assert_eq!(self.members_by_vsn.iter().sum::<usize>(), self.members.len());
         Some(member)
@@ -323,11 +323,12 @@ impl Room {
         });
     }
 
-    fn announce_typing(&self, user: &str, typing: bool, except: Option<SessionId>) {
+    /// Tells every member except the user's own sessions that `user` is (not) typing.
+    fn announce_typing(&self, user: &str, typing: bool) {
         let payload = raw(serde_json::json!({ "user_id": user, "typing": typing }).to_string());
         self.push_to_members(
             "typing",
-            |id, _| Some(id) != except,
+            |_, m| &*m.user_id != user,
             |vsn| encode_message(vsn, None, None, &self.topic, "typing", &payload),
         );
     }
@@ -359,7 +360,7 @@ impl Room {
         self.typing_timer = Some(ctx.run_later(delay, |room, ctx| {
             room.typing_timer = None;
             for user in room.typing.expire(Instant::now()) {
-                room.announce_typing(&user, false, None);
+                room.announce_typing(&user, false);
             }
             room.schedule_typing_expiry(ctx);
         }));
