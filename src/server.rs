@@ -50,6 +50,8 @@ pub async fn start(config: Config) -> io::Result<RunningServer> {
             .route("/realtime/v1/websocket", web::get().to(socket::websocket))
             .route("/api/broadcast", web::post().to(broadcast::broadcast))
             .route("/realtime/v1/api/broadcast", web::post().to(broadcast::broadcast))
+            .route("/api/broadcast/{topic}/events/{event}", web::post().to(broadcast::broadcast_event))
+            .route("/realtime/v1/api/broadcast/{topic}/events/{event}", web::post().to(broadcast::broadcast_event))
             .route("/api/health", web::get().to(health::health))
             .route("/metrics", web::get().to(metrics::metrics))
     })

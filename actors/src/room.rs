@@ -385,7 +385,7 @@ pub fn encode_broadcast(vsn: Vsn, topic: &str, event: &str, body: &Body) -> Opti
     match (vsn, body) {
         (_, Body::Json(payload)) => Some(json_payload(payload.get())),
         (Vsn::V2, Body::Binary { encoding, data }) => {
-            encode_user_broadcast(topic, event, b"{}", *encoding, data).or_else(|| match encoding {
+            encode_user_broadcast(topic, event, b"", *encoding, data).or_else(|| match encoding {
                 PayloadEncoding::Json => std::str::from_utf8(data).ok().map(json_payload),
                 PayloadEncoding::Binary => None,
             })

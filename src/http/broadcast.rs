@@ -50,17 +50,10 @@ pub async fn broadcast(
     let topic_max = state.engine.session_limits.topic_bytes_max;
     let mut publications = Vec::with_capacity(messages.len());
     for (i, msg) in messages.into_iter().enumerate() {
-        let topic = if msg.topic.starts_with(TOPIC_PREFIX) {
-            msg.topic
-        } else {
-            format!("{TOPIC_PREFIX}{}", msg.topic)
-        };
-        if topic.len() == TOPIC_PREFIX.len() || topic.len() > topic_max {
-            return Err(ApiError::bad_request(
-                "InvalidTopic",
-                &format!("messages[{i}].topic must be 1..={topic_max} bytes with its prefix"),
-            ));
-        }
+        let topic = full_topic(msg.topic, topic_max).map_err(|e| ApiError {
+            message: format!("messages[{i}]: {}", e.message),
+            ..e
+        })?;
         let payload: Arc<RawValue> = match msg.payload {
             Some(p) => Arc::from(p),
             None => Arc::from(locus_actors::wire::raw("{}".into())),
@@ -88,4 +81,59 @@ pub async fn broadcast(
         ));
     }
     Ok(HttpResponse::Accepted().finish())
+}
+
+#[derive(Deserialize)]
+pub struct EventPath {
+    topic: String,
+    event: String,
+}
+
+/// `POST /api/broadcast/<topic>/events/<event>`: realtime-js's `httpSend`. The body is the
+/// payload itself: JSON, or opaque bytes with `Content-Type: application/octet-stream` (then
+/// delivered to vsn 2.0.0 members as a binary broadcast). Answers 202.
+pub async fn broadcast_event(
+    path: web::Path<EventPath>,
+    req: actix_web::HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let EventPath { topic, event } = path.into_inner();
+    let topic = full_topic(topic, state.engine.session_limits.topic_bytes_max)?;
+    if body.len() > state.config.http.body_bytes_max {
+        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "BodyTooLarge", "body exceeds http.body_bytes_max"));
+    }
+    let binary = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/octet-stream"));
+    let body = if binary {
+        Body::Binary { encoding: locus_protocol::PayloadEncoding::Binary, data: body }
+    } else {
+        let text = std::str::from_utf8(&body)
+            .map_err(|_| ApiError::bad_request("MalformedBody", "body is not UTF-8 JSON"))?;
+        let payload = RawValue::from_string(text.to_owned())
+            .map_err(|e| ApiError::bad_request("MalformedBody", &e.to_string()))?;
+        Body::Json(Arc::from(payload))
+    };
+    let publication = Publication { topic: Arc::from(topic), event, body, sender: None, accepted_at: Instant::now() };
+    state
+        .engine
+        .broker
+        .publish(publication)
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "RoomBusy", &e.to_string()))?;
+    Ok(HttpResponse::Accepted().finish())
+}
+
+/// Adds the `realtime:` prefix when missing and checks the length.
+fn full_topic(topic: String, topic_max: usize) -> Result<String, ApiError> {
+    let topic = if topic.starts_with(TOPIC_PREFIX) { topic } else { format!("{TOPIC_PREFIX}{topic}") };
+    if topic.len() == TOPIC_PREFIX.len() || topic.len() > topic_max {
+        return Err(ApiError::bad_request(
+            "InvalidTopic",
+            &format!("topic must be 1..={topic_max} bytes with its prefix"),
+        ));
+    }
+    Ok(topic)
 }
