@@ -55,7 +55,10 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { body_bytes_max: 1024 * 1024, broadcast_messages_max: 100 }
+        HttpConfig {
+            body_bytes_max: 1024 * 1024,
+            broadcast_messages_max: 100,
+        }
     }
 }
 
@@ -90,7 +93,9 @@ impl Config {
         self.session.validate().map_err(invalid)?;
         self.room.validate().map_err(invalid)?;
         if self.http.broadcast_messages_max == 0 {
-            return Err(ConfigError::Invalid("http.broadcast_messages_max must be positive".into()));
+            return Err(ConfigError::Invalid(
+                "http.broadcast_messages_max must be positive".into(),
+            ));
         }
         Ok(())
     }
@@ -104,10 +109,15 @@ mod tests {
     fn repo_config_toml_matches_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
         let loaded: Config = Figment::new().merge(Toml::file(path)).extract().unwrap();
-        assert_eq!(loaded, Config::default(), "config.toml documents the defaults; keep them equal");
+        assert_eq!(
+            loaded,
+            Config::default(),
+            "config.toml documents the defaults; keep them equal"
+        );
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's error type.
     fn environment_overrides_nested_keys() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("LOCUS_SERVER__LISTEN", "127.0.0.1:4100");
@@ -124,6 +134,9 @@ mod tests {
         let mut c = Config::default();
         c.session.timeout_check_interval_ms = c.session.client_timeout_ms + 1;
         assert!(matches!(c.validate(), Err(ConfigError::Invalid(_))));
-        assert!(matches!(Config::load(Path::new("absent.toml"), true), Err(ConfigError::Missing(_))));
+        assert!(matches!(
+            Config::load(Path::new("absent.toml"), true),
+            Err(ConfigError::Missing(_))
+        ));
     }
 }

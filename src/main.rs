@@ -28,7 +28,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.server.log));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.server.log));
     tracing_subscriber::fmt().with_env_filter(filter).init();
     match actix_web::rt::System::new().block_on(locus::run(config)) {
         Ok(()) => ExitCode::SUCCESS,

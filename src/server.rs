@@ -40,18 +40,35 @@ pub async fn start(config: Config) -> io::Result<RunningServer> {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let state = web::Data::new(AppState { engine: engine.clone(), config: config.clone(), prometheus });
+    let state = web::Data::new(AppState {
+        engine: engine.clone(),
+        config: config.clone(),
+        prometheus,
+    });
     let body_max = config.http.body_bytes_max;
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
-            .app_data(web::JsonConfig::default().limit(body_max).error_handler(error::json_error))
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(body_max)
+                    .error_handler(error::json_error),
+            )
             .route("/socket/websocket", web::get().to(socket::websocket))
             .route("/realtime/v1/websocket", web::get().to(socket::websocket))
             .route("/api/broadcast", web::post().to(broadcast::broadcast))
-            .route("/realtime/v1/api/broadcast", web::post().to(broadcast::broadcast))
-            .route("/api/broadcast/{topic}/events/{event}", web::post().to(broadcast::broadcast_event))
-            .route("/realtime/v1/api/broadcast/{topic}/events/{event}", web::post().to(broadcast::broadcast_event))
+            .route(
+                "/realtime/v1/api/broadcast",
+                web::post().to(broadcast::broadcast),
+            )
+            .route(
+                "/api/broadcast/{topic}/events/{event}",
+                web::post().to(broadcast::broadcast_event),
+            )
+            .route(
+                "/realtime/v1/api/broadcast/{topic}/events/{event}",
+                web::post().to(broadcast::broadcast_event),
+            )
             .route("/api/health", web::get().to(health::health))
             .route("/metrics", web::get().to(metrics::metrics))
     })
@@ -59,11 +76,22 @@ pub async fn start(config: Config) -> io::Result<RunningServer> {
     .disable_signals()
     .shutdown_timeout(timeout.as_secs().max(1))
     .bind(&config.server.listen)?;
-    let addr = *server.addrs().first().ok_or_else(|| io::Error::other("bound no address"))?;
+    let addr = *server
+        .addrs()
+        .first()
+        .ok_or_else(|| io::Error::other("bound no address"))?;
     let server = server.run();
-    let control = ServerControl { handle: server.handle(), engine, timeout };
+    let control = ServerControl {
+        handle: server.handle(),
+        engine,
+        timeout,
+    };
     tracing::info!(%addr, "locus listening");
-    Ok(RunningServer { addr, server, control })
+    Ok(RunningServer {
+        addr,
+        server,
+        control,
+    })
 }
 
 impl RunningServer {
@@ -88,7 +116,11 @@ impl ServerControl {
         while !self.engine.sessions.is_empty() && Instant::now() < deadline {
             actix_web::rt::time::sleep(Duration::from_millis(SHUTDOWN_POLL_MS)).await;
         }
-        tracing::info!(left = self.engine.sessions.len(), rooms = self.engine.rooms.len(), "sessions closed; stopping");
+        tracing::info!(
+            left = self.engine.sessions.len(),
+            rooms = self.engine.rooms.len(),
+            "sessions closed; stopping"
+        );
         self.handle.stop(true).await;
     }
 }
@@ -105,7 +137,9 @@ pub async fn run(config: Config) -> io::Result<()> {
 }
 
 async fn wait_for_signal() {
-    let mut term = match actix_web::rt::signal::unix::signal(actix_web::rt::signal::unix::SignalKind::terminate()) {
+    let mut term = match actix_web::rt::signal::unix::signal(
+        actix_web::rt::signal::unix::SignalKind::terminate(),
+    ) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the server");

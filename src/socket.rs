@@ -35,9 +35,8 @@ pub async fn websocket(
     query: web::Query<SocketQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let vsn = Vsn::parse(query.vsn.as_deref()).ok_or_else(|| {
-        ApiError::bad_request("UnsupportedVersion", "vsn must be 1.0.0 or 2.0.0")
-    })?;
+    let vsn = Vsn::parse(query.vsn.as_deref())
+        .ok_or_else(|| ApiError::bad_request("UnsupportedVersion", "vsn must be 1.0.0 or 2.0.0"))?;
     let limits = state.engine.session_limits.clone();
     let (response, ws, stream) = actix_ws::handle(&req, body)
         .map_err(|e| ApiError::bad_request("NotAWebSocket", &e.to_string()))?;
@@ -128,7 +127,10 @@ async fn close(ws: actix_ws::Session, code: CloseCode, grace: Duration) {
         description: Some(code.reason().to_owned()),
     };
     let reason = if code == CloseCode::Normal {
-        actix_ws::CloseReason { code: actix_ws::CloseCode::Normal, description: None }
+        actix_ws::CloseReason {
+            code: actix_ws::CloseCode::Normal,
+            description: None,
+        }
     } else {
         reason
     };
@@ -144,7 +146,11 @@ async fn close_slow(mut ws: actix_ws::Session, rx: &mut OutboxReceiver, vsn: Vsn
         PHOENIX_TOPIC,
         false,
         "system",
-        &format!("{}: {}", CloseCode::SlowConsumer.name(), CloseCode::SlowConsumer.reason()),
+        &format!(
+            "{}: {}",
+            CloseCode::SlowConsumer.name(),
+            CloseCode::SlowConsumer.reason()
+        ),
     );
     let _ = tokio::time::timeout(grace, async {
         if send_frame(&mut ws, notice).await {

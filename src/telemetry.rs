@@ -12,7 +12,9 @@ const LATENCY_BUCKETS_SECONDS: &[f64] = &[
     1.0, 2.5, 5.0,
 ];
 /// Recipients per fan-out.
-const RECIPIENT_BUCKETS: &[f64] = &[0.0, 1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0, 10000.0];
+const RECIPIENT_BUCKETS: &[f64] = &[
+    0.0, 1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0, 10000.0,
+];
 
 /// Installs the recorder once per process and returns its handle. Must run before any actor
 /// starts, since actors cache metric handles.
@@ -22,7 +24,12 @@ pub fn recorder() -> PrometheusHandle {
         .get_or_init(|| {
             let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS_SECONDS)
-                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(m::FANOUT_RECIPIENTS.into()), RECIPIENT_BUCKETS))
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(m::FANOUT_RECIPIENTS.into()),
+                        RECIPIENT_BUCKETS,
+                    )
+                })
                 .expect("bucket lists are non-empty")
                 .install_recorder()
                 .expect("no other metrics recorder is installed in this process");
@@ -35,16 +42,41 @@ pub fn recorder() -> PrometheusHandle {
 fn describe() {
     describe_gauge!(m::CONNECTIONS, "Open WebSocket connections.");
     describe_counter!(m::CONNECTIONS_OPENED, "WebSocket connections accepted.");
-    describe_counter!(m::DISCONNECTS, "Server-initiated closes, by close code name.");
+    describe_counter!(
+        m::DISCONNECTS,
+        "Server-initiated closes, by close code name."
+    );
     describe_counter!(m::JOINS, "Channel joins, by result.");
-    describe_gauge!(m::ROOMS, "Running room actors (one per topic with members).");
+    describe_gauge!(
+        m::ROOMS,
+        "Running room actors (one per topic with members)."
+    );
     describe_counter!(m::MESSAGES_IN, "Client messages received, by event.");
     describe_counter!(m::MESSAGES_OUT, "Messages queued to clients, by event.");
     describe_counter!(m::MESSAGES_DROPPED, "Messages not delivered, by reason.");
     describe_counter!(m::PROTOCOL_ERRORS, "Client pushes refused, by error code.");
-    describe_gauge!(m::OUTBOUND_QUEUE_BYTES, Unit::Bytes, "Bytes queued in all outboxes.");
-    describe_histogram!(m::FANOUT_LATENCY, Unit::Seconds, "From publication accepted to queued for every member.");
-    describe_histogram!(m::FANOUT_RECIPIENTS, "Members one publication was queued for.");
-    describe_gauge!(crate::http::metrics::PROCESS_RSS, Unit::Bytes, "Resident set size of the process.");
-    describe_gauge!(crate::http::metrics::PROCESS_CPU, Unit::Seconds, "User plus system CPU time of the process.");
+    describe_gauge!(
+        m::OUTBOUND_QUEUE_BYTES,
+        Unit::Bytes,
+        "Bytes queued in all outboxes."
+    );
+    describe_histogram!(
+        m::FANOUT_LATENCY,
+        Unit::Seconds,
+        "From publication accepted to queued for every member."
+    );
+    describe_histogram!(
+        m::FANOUT_RECIPIENTS,
+        "Members one publication was queued for."
+    );
+    describe_gauge!(
+        crate::http::metrics::PROCESS_RSS,
+        Unit::Bytes,
+        "Resident set size of the process."
+    );
+    describe_gauge!(
+        crate::http::metrics::PROCESS_CPU,
+        Unit::Seconds,
+        "User plus system CPU time of the process."
+    );
 }

@@ -28,8 +28,13 @@ async fn join_reply_has_supabase_shape() {
     let server = TestServer::start();
     for vsn in BOTH {
         let mut c = server.client(vsn).await;
-        let reply = c.join_raw("1", "realtime:room", json!({"broadcast": {"self": false}})).await;
-        assert_eq!(reply.payload, json!({"status": "ok", "response": {"postgres_changes": []}}));
+        let reply = c
+            .join_raw("1", "realtime:room", json!({"broadcast": {"self": false}}))
+            .await;
+        assert_eq!(
+            reply.payload,
+            json!({"status": "ok", "response": {"postgres_changes": []}})
+        );
         assert_eq!(reply.join_ref, json!("1"));
         assert_eq!(reply.topic, "realtime:room");
     }
@@ -40,10 +45,17 @@ async fn join_reply_has_supabase_shape() {
 async fn invalid_topics_are_refused() {
     let server = TestServer::start();
     let mut c = server.client(Vsn::V1).await;
-    for topic in ["room", "realtime:", &format!("realtime:{}", "x".repeat(300))] {
+    for topic in [
+        "room",
+        "realtime:",
+        &format!("realtime:{}", "x".repeat(300)),
+    ] {
         let reply = c.join_raw("1", topic, json!({})).await;
         assert_eq!(reply.payload["status"], "error", "{topic}");
-        assert!(reply.payload["response"]["reason"].as_str().unwrap().contains(':'));
+        assert!(reply.payload["response"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains(':'));
     }
     c.heartbeat().await;
 }
@@ -55,14 +67,20 @@ async fn broadcast_reaches_members_with_self_and_ack() {
     let server = TestServer::start();
     let topic = "realtime:chat";
     let mut sender = server.client(Vsn::V2).await;
-    let sender_join = sender.join(topic, json!({"broadcast": {"self": false, "ack": true}})).await;
+    let sender_join = sender
+        .join(topic, json!({"broadcast": {"self": false, "ack": true}}))
+        .await;
     let mut v1 = server.client(Vsn::V1).await;
     v1.join(topic, json!({})).await;
     let mut v2_self = server.client(Vsn::V2).await;
-    let self_join = v2_self.join(topic, json!({"broadcast": {"self": true}})).await;
+    let self_join = v2_self
+        .join(topic, json!({"broadcast": {"self": true}}))
+        .await;
 
     let payload = json!({"type": "broadcast", "event": "msg", "payload": {"text": "héllo \"q\""}});
-    let r = sender.push(Some(&sender_join), topic, "broadcast", payload.clone()).await;
+    let r = sender
+        .push(Some(&sender_join), topic, "broadcast", payload.clone())
+        .await;
     let ack = sender.reply_to(&r).await;
     assert_eq!(ack.payload["status"], "ok");
 
@@ -71,13 +89,19 @@ async fn broadcast_reaches_members_with_self_and_ack() {
         assert_eq!(m.topic, topic);
         assert_eq!(m.payload, payload);
     }
-    sender.assert_none(Duration::from_millis(300), |m| m.event == "broadcast").await;
+    sender
+        .assert_none(Duration::from_millis(300), |m| m.event == "broadcast")
+        .await;
 
     // A self-broadcasting member receives its own message; without ack there is no reply.
-    let r = v2_self.push(Some(&self_join), topic, "broadcast", payload.clone()).await;
+    let r = v2_self
+        .push(Some(&self_join), topic, "broadcast", payload.clone())
+        .await;
     let own = v2_self.next_event("broadcast").await;
     assert_eq!(own.payload, payload);
-    v2_self.assert_none(Duration::from_millis(200), |m| m.msg_ref == json!(r)).await;
+    v2_self
+        .assert_none(Duration::from_millis(200), |m| m.msg_ref == json!(r))
+        .await;
 }
 
 /// vsn 2.0.0 binary pushes (type 3) reach vsn 2.0.0 members as binary type 4 frames with the
@@ -87,25 +111,49 @@ async fn binary_broadcast_reaches_both_versions() {
     let server = TestServer::start();
     let topic = "realtime:bin";
     let mut sender = server.client(Vsn::V2).await;
-    let join_ref = sender.join(topic, json!({"broadcast": {"ack": true}})).await;
+    let join_ref = sender
+        .join(topic, json!({"broadcast": {"ack": true}}))
+        .await;
     let mut v1 = server.client(Vsn::V1).await;
     v1.join(topic, json!({})).await;
     let mut v2 = server.client(Vsn::V2).await;
     v2.join(topic, json!({})).await;
 
-    sender.send_binary(binary_push(&join_ref, "77", topic, "pos", true, br#"{"x":1}"#)).await;
+    sender
+        .send_binary(binary_push(
+            &join_ref,
+            "77",
+            topic,
+            "pos",
+            true,
+            br#"{"x":1}"#,
+        ))
+        .await;
     assert_eq!(sender.reply_to("77").await.payload["status"], "ok");
     let m = v2.next_event("broadcast").await;
     assert_eq!(m.binary_payload.as_deref(), Some(&br#"{"x":1}"#[..]));
     assert_eq!(m.payload["event"], "pos");
     let m = v1.next_event("broadcast").await;
-    assert_eq!(m.payload, json!({"type": "broadcast", "event": "pos", "payload": {"x": 1}}));
+    assert_eq!(
+        m.payload,
+        json!({"type": "broadcast", "event": "pos", "payload": {"x": 1}})
+    );
 
     // Opaque bytes go to vsn 2.0.0 members only.
-    sender.send_binary(binary_push(&join_ref, "78", topic, "raw", false, &[0, 159, 146, 150])).await;
+    sender
+        .send_binary(binary_push(
+            &join_ref,
+            "78",
+            topic,
+            "raw",
+            false,
+            &[0, 159, 146, 150],
+        ))
+        .await;
     let m = v2.next_event("broadcast").await;
     assert_eq!(m.binary_payload.as_deref(), Some(&[0u8, 159, 146, 150][..]));
-    v1.assert_none(Duration::from_millis(300), |m| m.event == "broadcast").await;
+    v1.assert_none(Duration::from_millis(300), |m| m.event == "broadcast")
+        .await;
 }
 
 /// `phx_leave` is replied to and followed by `phx_close`; the member then receives nothing.
@@ -122,13 +170,30 @@ async fn leave_replies_closes_and_stops_delivery() {
         assert_eq!(a.reply_to(&r).await.payload["status"], "ok");
         let close = a.next_event("phx_close").await;
         assert_eq!(close.join_ref, json!(a_join));
-        b.push(Some(&b_join), topic, "broadcast", json!({"type": "broadcast", "event": "e", "payload": {}})).await;
-        a.assert_none(Duration::from_millis(300), |m| m.event == "broadcast").await;
+        b.push(
+            Some(&b_join),
+            topic,
+            "broadcast",
+            json!({"type": "broadcast", "event": "e", "payload": {}}),
+        )
+        .await;
+        a.assert_none(Duration::from_millis(300), |m| m.event == "broadcast")
+            .await;
         // Pushing to the left topic is an error, and the socket stays usable.
-        let r = a.push(Some(&a_join), topic, "broadcast", json!({"type": "broadcast", "event": "e", "payload": {}})).await;
+        let r = a
+            .push(
+                Some(&a_join),
+                topic,
+                "broadcast",
+                json!({"type": "broadcast", "event": "e", "payload": {}}),
+            )
+            .await;
         let err = a.reply_to(&r).await;
         assert_eq!(err.payload["status"], "error");
-        assert!(err.payload["response"]["reason"].as_str().unwrap().starts_with("UnmatchedTopic"));
+        assert!(err.payload["response"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("UnmatchedTopic"));
     }
 }
 
@@ -143,10 +208,17 @@ async fn rejoin_closes_the_previous_channel() {
     // The close for the first join precedes the second reply.
     let mut b = server.client(Vsn::V2).await;
     let bj = b.join("realtime:re", json!({})).await;
-    b.push(Some(&bj), "realtime:re", "broadcast", json!({"type": "broadcast", "event": "once", "payload": {}})).await;
+    b.push(
+        Some(&bj),
+        "realtime:re",
+        "broadcast",
+        json!({"type": "broadcast", "event": "once", "payload": {}}),
+    )
+    .await;
     let got = c.next_event("broadcast").await;
     assert_eq!(got.payload["event"], "once");
-    c.assert_none(Duration::from_millis(300), |m| m.event == "broadcast").await;
+    c.assert_none(Duration::from_millis(300), |m| m.event == "broadcast")
+        .await;
     let _ = first;
 }
 
@@ -157,17 +229,29 @@ async fn rest_broadcast_reaches_members_and_rejects_bad_bodies() {
     let mut c = server.client(Vsn::V1).await;
     c.join("realtime:news", json!({})).await;
     for path in ["/api/broadcast", "/realtime/v1/api/broadcast"] {
-        let body = json!({"messages": [{"topic": "news", "event": "headline", "payload": {"n": path}}]});
+        let body =
+            json!({"messages": [{"topic": "news", "event": "headline", "payload": {"n": path}}]});
         let (status, _) = http_post(&server.http(path), &body.to_string()).await;
         assert_eq!(status, 202);
         let m = c.next_event("broadcast").await;
-        assert_eq!(m.payload, json!({"type": "broadcast", "event": "headline", "payload": {"n": path}}));
+        assert_eq!(
+            m.payload,
+            json!({"type": "broadcast", "event": "headline", "payload": {"n": path}})
+        );
     }
-    for bad in ["not json", r#"{"messages": []}"#, r#"{"messages": [{"topic": "", "event": "e"}]}"#, r#"{"messages": [{"event": "e"}]}"#] {
+    for bad in [
+        "not json",
+        r#"{"messages": []}"#,
+        r#"{"messages": [{"topic": "", "event": "e"}]}"#,
+        r#"{"messages": [{"event": "e"}]}"#,
+    ] {
         let (status, body) = http_post(&server.http("/api/broadcast"), bad).await;
         assert_eq!(status, 400, "{bad}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert!(v["error"]["code"].is_string() && v["error"]["message"].is_string(), "{body}");
+        assert!(
+            v["error"]["code"].is_string() && v["error"]["message"].is_string(),
+            "{body}"
+        );
     }
 }
 
@@ -181,13 +265,18 @@ async fn malformed_frames_get_errors_and_the_connection_stays_usable() {
         c.send_text("definitely not json").await;
         let sys = c.next_event("system").await;
         assert_eq!(sys.payload["status"], "error");
-        assert!(sys.payload["message"].as_str().unwrap().starts_with("MalformedMessage"));
+        assert!(sys.payload["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("MalformedMessage"));
 
-        c.send_text(r#"{"topic":"realtime:a","event":"phx_join","ref":"5"}"#).await;
+        c.send_text(r#"{"topic":"realtime:a","event":"phx_join","ref":"5"}"#)
+            .await;
         let err = c.reply_to("5").await;
         assert_eq!(err.payload["status"], "error");
 
-        c.send_text(r#"["1","6","realtime:a","phx_join",{"config":{"broadcast":"yes"}}]"#).await;
+        c.send_text(r#"["1","6","realtime:a","phx_join",{"config":{"broadcast":"yes"}}]"#)
+            .await;
         assert_eq!(c.reply_to("6").await.payload["status"], "error");
 
         c.send_binary(vec![9, 9, 9]).await;
@@ -196,10 +285,20 @@ async fn malformed_frames_get_errors_and_the_connection_stays_usable() {
         assert_eq!(c.next_event("system").await.payload["status"], "error");
 
         let r = c.push(None, "realtime:a", "no_such_event", json!({})).await;
-        assert!(c.reply_to(&r).await.payload["response"]["reason"].as_str().unwrap().starts_with("UnknownEvent"));
+        assert!(c.reply_to(&r).await.payload["response"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("UnknownEvent"));
 
         let join_ref = c.join("realtime:a", json!({})).await;
-        let r = c.push(Some(&join_ref), "realtime:a", "broadcast", json!({"no_event": 1})).await;
+        let r = c
+            .push(
+                Some(&join_ref),
+                "realtime:a",
+                "broadcast",
+                json!({"no_event": 1}),
+            )
+            .await;
         assert_eq!(c.reply_to(&r).await.payload["status"], "error");
         c.heartbeat().await;
     }
@@ -210,7 +309,11 @@ async fn malformed_frames_get_errors_and_the_connection_stays_usable() {
 async fn oversized_frame_closes_with_1009() {
     let server = TestServer::start_with(|c| c.session.frame_bytes_max = 1024);
     let mut c = server.client(Vsn::V1).await;
-    c.send_text(&format!(r#"{{"topic":"phoenix","event":"heartbeat","payload":{{"p":"{}"}},"ref":"1"}}"#, "x".repeat(4096))).await;
+    c.send_text(&format!(
+        r#"{{"topic":"phoenix","event":"heartbeat","payload":{{"p":"{}"}},"ref":"1"}}"#,
+        "x".repeat(4096)
+    ))
+    .await;
     let (code, _) = c.until_closed(Duration::from_secs(5)).await;
     assert_eq!(code, Some(1009));
     server.client(Vsn::V1).await.heartbeat().await;

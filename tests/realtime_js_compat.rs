@@ -36,12 +36,16 @@ fn run_client(server: &TestServer, vsn: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn realtime_js_works_unchanged_on_vsn_2() {
     let server = TestServer::start();
-    tokio::task::spawn_blocking(move || run_client(&server, "2.0.0")).await.unwrap();
+    tokio::task::spawn_blocking(move || run_client(&server, "2.0.0"))
+        .await
+        .unwrap();
 }
 
 /// realtime-js speaking vsn 1.0.0 (JSON objects).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn realtime_js_works_unchanged_on_vsn_1() {
     let server = TestServer::start();
-    tokio::task::spawn_blocking(move || run_client(&server, "1.0.0")).await.unwrap();
+    tokio::task::spawn_blocking(move || run_client(&server, "1.0.0"))
+        .await
+        .unwrap();
 }

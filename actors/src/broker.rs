@@ -27,7 +27,10 @@ pub enum Body {
     /// A JSON payload, already serialized.
     Json(Arc<RawValue>),
     /// A payload from a binary frame (vsn 2.0.0), JSON-encoded or opaque bytes.
-    Binary { encoding: PayloadEncoding, data: Bytes },
+    Binary {
+        encoding: PayloadEncoding,
+        data: Bytes,
+    },
 }
 
 /// One user broadcast on one topic.

@@ -61,7 +61,11 @@ pub struct RoomLimits {
 
 impl Default for RoomLimits {
     fn default() -> Self {
-        RoomLimits { mailbox_capacity: 4096, typing_ttl_ms: 6_000, typing_throttle_ms: 1_500 }
+        RoomLimits {
+            mailbox_capacity: 4096,
+            typing_ttl_ms: 6_000,
+            typing_throttle_ms: 1_500,
+        }
     }
 }
 
@@ -74,13 +78,20 @@ impl SessionLimits {
     /// Checks the limits against each other.
     pub fn validate(&self) -> Result<(), LimitsError> {
         let err = |s: &str| Err(LimitsError(s.to_owned()));
-        if self.timeout_check_interval_ms == 0 || self.timeout_check_interval_ms > self.client_timeout_ms {
-            return err("session.timeout_check_interval_ms must be in 1..=session.client_timeout_ms");
+        if self.timeout_check_interval_ms == 0
+            || self.timeout_check_interval_ms > self.client_timeout_ms
+        {
+            return err(
+                "session.timeout_check_interval_ms must be in 1..=session.client_timeout_ms",
+            );
         }
         if self.frame_bytes_max > self.outbound_queue_bytes_max {
             return err("session.frame_bytes_max must not exceed session.outbound_queue_bytes_max");
         }
-        if self.mailbox_capacity == 0 || self.channels_per_connection_max == 0 || self.topic_bytes_max == 0 {
+        if self.mailbox_capacity == 0
+            || self.channels_per_connection_max == 0
+            || self.topic_bytes_max == 0
+        {
             return err("session.mailbox_capacity, channels_per_connection_max and topic_bytes_max must be positive");
         }
         Ok(())
@@ -93,7 +104,9 @@ impl RoomLimits {
             return Err(LimitsError("room.mailbox_capacity must be positive".into()));
         }
         if self.typing_throttle_ms >= self.typing_ttl_ms {
-            return Err(LimitsError("room.typing_throttle_ms must be below room.typing_ttl_ms".into()));
+            return Err(LimitsError(
+                "room.typing_throttle_ms must be below room.typing_ttl_ms".into(),
+            ));
         }
         Ok(())
     }

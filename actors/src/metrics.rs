@@ -95,7 +95,11 @@ cached!(connections, Gauge, gauge!(CONNECTIONS));
 cached!(rooms, Gauge, gauge!(ROOMS));
 cached!(fanout_latency, Histogram, histogram!(FANOUT_LATENCY));
 cached!(fanout_recipients, Histogram, histogram!(FANOUT_RECIPIENTS));
-cached!(broadcast_out, Counter, counter!(MESSAGES_OUT, "event" => "broadcast"));
+cached!(
+    broadcast_out,
+    Counter,
+    counter!(MESSAGES_OUT, "event" => "broadcast")
+);
 
 /// Counts a client push refused with a stable code (`MalformedMessage`, `UnmatchedTopic`, …).
 pub fn protocol_error(code: &'static str) {

@@ -67,7 +67,13 @@ pub fn outbox(bytes_max: usize) -> (Outbox, OutboxReceiver) {
         closing: AtomicBool::new(false),
         slow_signal: tokio::sync::Notify::new(),
     });
-    (Outbox { tx, shared: shared.clone() }, OutboxReceiver { rx, shared })
+    (
+        Outbox {
+            tx,
+            shared: shared.clone(),
+        },
+        OutboxReceiver { rx, shared },
+    )
 }
 
 impl Outbox {
@@ -148,7 +154,9 @@ impl OutboxReceiver {
     /// A handle that resolves when the outbox turns slow; the writer races it against its
     /// socket sends (it is separate so it can be awaited while `recv` borrows the receiver).
     pub fn slow_watch(&self) -> SlowWatch {
-        SlowWatch { shared: self.shared.clone() }
+        SlowWatch {
+            shared: self.shared.clone(),
+        }
     }
 
     pub fn is_slow(&self) -> bool {
@@ -200,7 +208,10 @@ mod tests {
     use super::*;
 
     fn frame(n: usize) -> OutFrame {
-        OutFrame { data: Bytes::from(vec![b'x'; n]), binary: false }
+        OutFrame {
+            data: Bytes::from(vec![b'x'; n]),
+            binary: false,
+        }
     }
 
     #[tokio::test]
@@ -224,7 +235,10 @@ mod tests {
         tx.close(CloseCode::Normal);
         tx.close(CloseCode::Normal);
         assert!(matches!(rx.recv().await, Some(Outgoing::Frame(_))));
-        assert!(matches!(rx.recv().await, Some(Outgoing::Close(CloseCode::Normal))));
+        assert!(matches!(
+            rx.recv().await,
+            Some(Outgoing::Close(CloseCode::Normal))
+        ));
         drop(tx);
         assert!(rx.recv().await.is_none());
     }

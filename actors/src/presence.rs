@@ -46,7 +46,10 @@ impl PresenceDiff {
         fn group(items: &[(String, Meta)]) -> HashMap<&str, Metas<'_>> {
             let mut out: HashMap<&str, Metas<'_>> = HashMap::new();
             for (key, meta) in items {
-                out.entry(key.as_str()).or_insert(Metas { metas: Vec::new() }).metas.push(meta);
+                out.entry(key.as_str())
+                    .or_insert(Metas { metas: Vec::new() })
+                    .metas
+                    .push(meta);
             }
             out
         }
@@ -55,8 +58,11 @@ impl PresenceDiff {
             joins: HashMap<&'a str, Metas<'a>>,
             leaves: HashMap<&'a str, Metas<'a>>,
         }
-        serde_json::to_string(&Diff { joins: group(&self.joins), leaves: group(&self.leaves) })
-            .expect("presence diff serializes")
+        serde_json::to_string(&Diff {
+            joins: group(&self.joins),
+            leaves: group(&self.leaves),
+        })
+        .expect("presence diff serializes")
     }
 }
 
@@ -88,7 +94,12 @@ pub fn generated_key() -> String {
 impl PresenceState {
     /// Tracks `session` under `key` with `fields`; an existing meta of the session is updated in
     /// place, keeping its `phx_ref`.
-    pub fn track(&mut self, session: SessionId, key: &str, fields: Map<String, Value>) -> PresenceDiff {
+    pub fn track(
+        &mut self,
+        session: SessionId,
+        key: &str,
+        fields: Map<String, Value>,
+    ) -> PresenceDiff {
         let metas = self.by_key.entry(key.to_owned()).or_default();
         let meta = match metas.iter_mut().find(|m| m.session == session) {
             Some(existing) => {
@@ -96,12 +107,19 @@ impl PresenceState {
                 existing.clone()
             }
             None => {
-                let meta = Meta { session, fields, phx_ref: next_phx_ref() };
+                let meta = Meta {
+                    session,
+                    fields,
+                    phx_ref: next_phx_ref(),
+                };
                 metas.push(meta.clone());
                 meta
             }
         };
-        PresenceDiff { joins: vec![(key.to_owned(), meta)], leaves: Vec::new() }
+        PresenceDiff {
+            joins: vec![(key.to_owned(), meta)],
+            leaves: Vec::new(),
+        }
     }
 
     /// Removes the meta of `session` under `key`, if any.
@@ -123,7 +141,14 @@ impl PresenceState {
         let view: HashMap<&str, Metas<'_>> = self
             .by_key
             .iter()
-            .map(|(k, v)| (k.as_str(), Metas { metas: v.iter().collect() }))
+            .map(|(k, v)| {
+                (
+                    k.as_str(),
+                    Metas {
+                        metas: v.iter().collect(),
+                    },
+                )
+            })
             .collect();
         serde_json::to_string(&view).expect("presence state serializes")
     }
@@ -159,9 +184,14 @@ mod tests {
     #[test]
     fn retrack_updates_in_place_with_same_ref_and_no_leave() {
         let mut p = PresenceState::default();
-        let first: Value = serde_json::from_str(&p.track(1, "a", meta(json!({"s": "online"}))).to_json()).unwrap();
-        let second: Value = serde_json::from_str(&p.track(1, "a", meta(json!({"s": "idle"}))).to_json()).unwrap();
-        assert_eq!(first["joins"]["a"]["metas"][0]["phx_ref"], second["joins"]["a"]["metas"][0]["phx_ref"]);
+        let first: Value =
+            serde_json::from_str(&p.track(1, "a", meta(json!({"s": "online"}))).to_json()).unwrap();
+        let second: Value =
+            serde_json::from_str(&p.track(1, "a", meta(json!({"s": "idle"}))).to_json()).unwrap();
+        assert_eq!(
+            first["joins"]["a"]["metas"][0]["phx_ref"],
+            second["joins"]["a"]["metas"][0]["phx_ref"]
+        );
         assert_eq!(second["joins"]["a"]["metas"][0]["s"], "idle");
         assert_eq!(second["leaves"], json!({}));
         assert_eq!(p.len(), 1);

@@ -24,7 +24,10 @@ pub struct RoomRegistry {
 
 impl RoomRegistry {
     pub fn new(limits: RoomLimits) -> Self {
-        RoomRegistry { rooms: Arc::new(DashMap::new()), limits }
+        RoomRegistry {
+            rooms: Arc::new(DashMap::new()),
+            limits,
+        }
     }
 
     /// The room of `topic`, if it runs.
@@ -39,7 +42,10 @@ impl RoomRegistry {
                 return room.clone();
             }
         }
-        let mut entry = self.rooms.entry(Arc::from(topic)).or_insert_with(|| self.start(topic));
+        let mut entry = self
+            .rooms
+            .entry(Arc::from(topic))
+            .or_insert_with(|| self.start(topic));
         if !entry.connected() {
             *entry = self.start(topic);
         }

@@ -82,7 +82,11 @@ impl Actor for Room {
         self.registry.remove(&self.topic, &ctx.address());
         // Members left behind (the room is being torn down, e.g. at shutdown) must rejoin.
         for m in self.members.values() {
-            let _ = m.outbox.push(wire::channel_error(m.vsn, m.join_ref.as_deref(), &self.topic));
+            let _ = m.outbox.push(wire::channel_error(
+                m.vsn,
+                m.join_ref.as_deref(),
+                &self.topic,
+            ));
         }
         Running::Stop
     }
@@ -161,13 +165,27 @@ impl Handler<Join> for Room {
         let jr = member.join_ref.as_deref();
         let mut ok = member
             .outbox
-            .push(wire::reply(member.vsn, jr, msg.msg_ref.as_deref(), &self.topic, true, &response))
+            .push(wire::reply(
+                member.vsn,
+                jr,
+                msg.msg_ref.as_deref(),
+                &self.topic,
+                true,
+                &response,
+            ))
             .is_ok();
         if ok && member.presence_enabled {
             let state = raw(self.presence.state_json());
             ok = member
                 .outbox
-                .push(encode_message(member.vsn, jr, None, &self.topic, "presence_state", &state))
+                .push(encode_message(
+                    member.vsn,
+                    jr,
+                    None,
+                    &self.topic,
+                    "presence_state",
+                    &state,
+                ))
                 .is_ok();
         }
         if !ok {
@@ -178,7 +196,10 @@ impl Handler<Join> for Room {
             // The session rejoined without leaving; the newest join wins.
             self.members_by_vsn[old.vsn.index()] -= 1;
         }
-        debug_assert_eq!(self.members_by_vsn.iter().sum::<usize>(), self.members.len());
+        debug_assert_eq!(
+            self.members_by_vsn.iter().sum::<usize>(),
+            self.members.len()
+        );
     }
 }
 
@@ -190,7 +211,12 @@ impl Handler<Leave> for Room {
         if let Some(member) = self.remove_member(msg.session) {
             if let Some(msg_ref) = msg.reply_ref {
                 let jr = member.join_ref.as_deref();
-                let _ = member.outbox.push(wire::reply_ok(member.vsn, jr, msg_ref.as_deref(), &self.topic));
+                let _ = member.outbox.push(wire::reply_ok(
+                    member.vsn,
+                    jr,
+                    msg_ref.as_deref(),
+                    &self.topic,
+                ));
                 let _ = member.outbox.push(wire::close(member.vsn, jr, &self.topic));
             }
         }
@@ -240,16 +266,34 @@ impl Handler<PresenceUpdate> for Room {
 
     /// Tracks or untracks the member's presence, replies ok, and sends the diff.
     fn handle(&mut self, msg: PresenceUpdate, _ctx: &mut Self::Context) {
-        let Some(member) = self.members.get_mut(&msg.session) else { return };
+        let Some(member) = self.members.get_mut(&msg.session) else {
+            return;
+        };
         // Tracking turns presence on for this member, as it does in Supabase.
         let first_enable = msg.track.is_some() && !member.presence_enabled;
         member.presence_enabled |= msg.track.is_some();
-        let (vsn, jr, key) = (member.vsn, member.join_ref.clone(), member.presence_key.clone());
+        let (vsn, jr, key) = (
+            member.vsn,
+            member.join_ref.clone(),
+            member.presence_key.clone(),
+        );
         let outbox = member.outbox.clone();
-        let _ = outbox.push(wire::reply_ok(vsn, jr.as_deref(), msg.msg_ref.as_deref(), &self.topic));
+        let _ = outbox.push(wire::reply_ok(
+            vsn,
+            jr.as_deref(),
+            msg.msg_ref.as_deref(),
+            &self.topic,
+        ));
         if first_enable {
             let state = raw(self.presence.state_json());
-            let _ = outbox.push(encode_message(vsn, jr.as_deref(), None, &self.topic, "presence_state", &state));
+            let _ = outbox.push(encode_message(
+                vsn,
+                jr.as_deref(),
+                None,
+                &self.topic,
+                "presence_state",
+                &state,
+            ));
         }
         let diff = match msg.track {
             Some(meta) => self.presence.track(msg.session, &key, meta),
@@ -264,7 +308,9 @@ impl Handler<TypingUpdate> for Room {
 
     /// Applies the typing update, replies ok, and announces it to the other members.
     fn handle(&mut self, msg: TypingUpdate, ctx: &mut Self::Context) {
-        let Some(member) = self.members.get(&msg.session) else { return };
+        let Some(member) = self.members.get(&msg.session) else {
+            return;
+        };
         let _ = member.outbox.push(wire::reply_ok(
             member.vsn,
             member.join_ref.as_deref(),
@@ -303,7 +349,10 @@ impl Room {
             self.typing.update(&member.user_id, false, Instant::now());
             self.announce_typing(&member.user_id, false);
         }
-        debug_assert_eq!(self.members_by_vsn.iter().sum::<usize>(), self.members.len());
+        debug_assert_eq!(
+            self.members_by_vsn.iter().sum::<usize>(),
+            self.members.len()
+        );
         Some(member)
     }
 
@@ -318,9 +367,11 @@ impl Room {
             return;
         }
         let payload = raw(diff.to_json());
-        self.push_to_members("presence_diff", |_, m| m.presence_enabled, |vsn| {
-            encode_message(vsn, None, None, &self.topic, "presence_diff", &payload)
-        });
+        self.push_to_members(
+            "presence_diff",
+            |_, m| m.presence_enabled,
+            |vsn| encode_message(vsn, None, None, &self.topic, "presence_diff", &payload),
+        );
     }
 
     /// Tells every member except the user's own sessions that `user` is (not) typing.
@@ -355,7 +406,9 @@ impl Room {
         if self.typing_timer.is_some() {
             return;
         }
-        let Some(at) = self.typing.next_expiry() else { return };
+        let Some(at) = self.typing.next_expiry() else {
+            return;
+        };
         let delay = at.saturating_duration_since(Instant::now());
         self.typing_timer = Some(ctx.run_later(delay, |room, ctx| {
             room.typing_timer = None;
@@ -390,9 +443,19 @@ pub fn encode_broadcast(vsn: Vsn, topic: &str, event: &str, body: &Body) -> Opti
                 PayloadEncoding::Binary => None,
             })
         }
-        (Vsn::V1, Body::Binary { encoding: PayloadEncoding::Json, data }) => {
-            std::str::from_utf8(data).ok().map(json_payload)
-        }
-        (Vsn::V1, Body::Binary { encoding: PayloadEncoding::Binary, .. }) => None,
+        (
+            Vsn::V1,
+            Body::Binary {
+                encoding: PayloadEncoding::Json,
+                data,
+            },
+        ) => std::str::from_utf8(data).ok().map(json_payload),
+        (
+            Vsn::V1,
+            Body::Binary {
+                encoding: PayloadEncoding::Binary,
+                ..
+            },
+        ) => None,
     }
 }

@@ -32,7 +32,11 @@ pub struct TypingState {
 
 impl TypingState {
     pub fn new(ttl: Duration, throttle: Duration) -> Self {
-        TypingState { by_user: HashMap::new(), ttl, throttle }
+        TypingState {
+            by_user: HashMap::new(),
+            ttl,
+            throttle,
+        }
     }
 
     pub fn update(&mut self, user: &Arc<str>, typing: bool, now: Instant) -> TypingOutcome {
@@ -53,7 +57,13 @@ impl TypingState {
                 }
             }
             None => {
-                self.by_user.insert(user.clone(), Entry { expires_at: now + self.ttl, announced_at: now });
+                self.by_user.insert(
+                    user.clone(),
+                    Entry {
+                        expires_at: now + self.ttl,
+                        announced_at: now,
+                    },
+                );
                 TypingOutcome::Announce(true)
             }
         }
@@ -61,8 +71,12 @@ impl TypingState {
 
     /// Removes expired entries and returns their users (each to be announced as `false`).
     pub fn expire(&mut self, now: Instant) -> Vec<Arc<str>> {
-        let expired: Vec<Arc<str>> =
-            self.by_user.iter().filter(|(_, e)| e.expires_at <= now).map(|(u, _)| u.clone()).collect();
+        let expired: Vec<Arc<str>> = self
+            .by_user
+            .iter()
+            .filter(|(_, e)| e.expires_at <= now)
+            .map(|(u, _)| u.clone())
+            .collect();
         for u in &expired {
             self.by_user.remove(u);
         }
@@ -89,9 +103,18 @@ mod tests {
         let u: Arc<str> = "u1".into();
         let t0 = Instant::now();
         assert_eq!(t.update(&u, true, t0), TypingOutcome::Announce(true));
-        assert_eq!(t.update(&u, true, t0 + Duration::from_secs(1)), TypingOutcome::Absorbed);
-        assert_eq!(t.update(&u, true, t0 + Duration::from_secs(3)), TypingOutcome::Announce(true));
-        assert!(t.expire(t0 + Duration::from_secs(8)).is_empty(), "refresh at 3 s moves expiry to 9 s");
+        assert_eq!(
+            t.update(&u, true, t0 + Duration::from_secs(1)),
+            TypingOutcome::Absorbed
+        );
+        assert_eq!(
+            t.update(&u, true, t0 + Duration::from_secs(3)),
+            TypingOutcome::Announce(true)
+        );
+        assert!(
+            t.expire(t0 + Duration::from_secs(8)).is_empty(),
+            "refresh at 3 s moves expiry to 9 s"
+        );
         assert_eq!(t.expire(t0 + Duration::from_secs(9)), vec![u.clone()]);
         assert!(t.next_expiry().is_none());
     }

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::Bytes;
-use locus_protocol::{decode_binary, decode_text, salvage_target, InboundFrame, Payload, Vsn, PHOENIX_TOPIC};
+use locus_protocol::{
+    decode_binary, decode_text, salvage_target, InboundFrame, Payload, Vsn, PHOENIX_TOPIC,
+};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -80,7 +82,15 @@ pub struct UserSession {
 
 impl UserSession {
     pub fn new(id: SessionId, user_id: Arc<str>, vsn: Vsn, outbox: Outbox, engine: Engine) -> Self {
-        UserSession { id, user_id, vsn, outbox, channels: HashMap::new(), engine, last_seen: Instant::now() }
+        UserSession {
+            id,
+            user_id,
+            vsn,
+            outbox,
+            channels: HashMap::new(),
+            engine,
+            last_seen: Instant::now(),
+        }
     }
 
     fn limits(&self) -> &crate::config::SessionLimits {
@@ -109,7 +119,10 @@ impl Actor for UserSession {
             // Bounded: at most channels_per_connection_max leaves, once, as the session dies. It
             // must not be dropped (the room would keep a ghost member), and waiting is not
             // possible in `stopping`, hence `do_send`.
-            ch.room.do_send(Leave { session: self.id, reply_ref: None });
+            ch.room.do_send(Leave {
+                session: self.id,
+                reply_ref: None,
+            });
         }
         self.outbox.close(CloseCode::Normal);
         self.engine.sessions.remove(self.id);
@@ -220,7 +233,10 @@ struct Refusal {
 }
 
 fn refuse(code: &'static str, message: impl Into<String>) -> Refusal {
-    Refusal { code, message: message.into() }
+    Refusal {
+        code,
+        message: message.into(),
+    }
 }
 
 impl UserSession {
@@ -229,25 +245,30 @@ impl UserSession {
         m::message_in(&frame.event);
         let result = match (frame.topic.as_str(), frame.event.as_str()) {
             (PHOENIX_TOPIC, "heartbeat") => {
-                self.push(wire::reply_ok(self.vsn, None, frame.msg_ref.as_deref(), PHOENIX_TOPIC));
+                self.push(wire::reply_ok(
+                    self.vsn,
+                    None,
+                    frame.msg_ref.as_deref(),
+                    PHOENIX_TOPIC,
+                ));
                 Ok(())
             }
-            (_, "phx_join") => self.join(frame, ctx),
+            (_, "phx_join") => self.join(&frame, ctx),
             (_, "phx_leave") => {
-                self.leave(frame, ctx);
+                self.leave(&frame, ctx);
                 Ok(())
             }
             // Accepted without a reply, as Supabase does; token checks arrive with auth.
             (_, "access_token") => Ok(()),
-            (_, "broadcast") => self.broadcast(frame),
-            (_, "presence") => self.presence(frame),
-            (_, "typing") => self.typing(frame),
+            (_, "broadcast") => self.broadcast(&frame),
+            (_, "presence") => self.presence(&frame),
+            (_, "typing") => self.typing(&frame),
             (_, other) => {
                 let message = format!("event {other:?} is not supported");
-                Err((frame, refuse("UnknownEvent", message)))
+                Err(refuse("UnknownEvent", message))
             }
         };
-        if let Err((frame, refusal)) = result {
+        if let Err(refusal) = result {
             m::protocol_error(refusal.code);
             self.push(wire::reply_error(
                 self.vsn,
@@ -260,21 +281,25 @@ impl UserSession {
         }
     }
 
-    fn join(&mut self, frame: InboundFrame, ctx: &mut Context<Self>) -> Result<(), (InboundFrame, Refusal)> {
-        if let Err(r) = self.check_topic(&frame.topic) {
-            return Err((frame, r));
-        }
+    fn join(&mut self, frame: &InboundFrame, ctx: &mut Context<Self>) -> Result<(), Refusal> {
+        self.check_topic(&frame.topic)?;
         let config = match json_payload::<JoinPayload>(&frame.payload) {
             Ok(p) => p.config,
-            Err(e) => return Err((frame, refuse("MalformedJoin", e))),
+            Err(e) => return Err(refuse("MalformedJoin", e)),
         };
         if let Some(old) = self.channels.remove(&frame.topic) {
             // A rejoin replaces the old channel, which the client sees closed.
-            old.room.do_send(Leave { session: self.id, reply_ref: None });
+            old.room.do_send(Leave {
+                session: self.id,
+                reply_ref: None,
+            });
             self.push(wire::close(self.vsn, old.join_ref.as_deref(), &old.topic));
         } else if self.channels.len() >= self.limits().channels_per_connection_max {
             let max = self.limits().channels_per_connection_max;
-            return Err((frame, refuse("TopicLimitReached", format!("at most {max} channels per connection"))));
+            return Err(refuse(
+                "TopicLimitReached",
+                format!("at most {max} channels per connection"),
+            ));
         }
         let presence_key = match config.presence.key {
             Some(k) if !k.is_empty() => k,
@@ -293,44 +318,58 @@ impl UserSession {
         };
         let rooms = self.engine.rooms.clone();
         let topic = frame.topic.clone();
+        let room_topic = topic.clone();
         let joining = async move {
             for _ in 0..JOIN_ATTEMPTS_MAX {
-                let room = rooms.get_or_start(&topic);
+                let room = rooms.get_or_start(&room_topic);
                 match room.send(join.clone()).await {
                     Ok(()) => return Ok(room),
                     // The room stopped between lookup and send (its last member just left).
-                    Err(MailboxError::Closed) => rooms.remove(&topic, &room),
+                    Err(MailboxError::Closed) => rooms.remove(&room_topic, &room),
                     Err(e) => return Err(e),
                 }
             }
             Err(MailboxError::Closed)
         };
         let ack = config.broadcast.ack;
-        ctx.wait(joining.into_actor(self).map(move |result, act, _ctx| match result {
-            Ok(room) => {
-                m::join("ok");
-                let ch = Channel { topic: Arc::from(frame.topic.as_str()), room, join_ref: frame.join_ref, ack };
-                act.channels.insert(frame.topic, ch);
-            }
-            Err(e) => {
-                m::join("error");
-                act.push(wire::reply_error(
-                    act.vsn,
-                    frame.join_ref.as_deref(),
-                    frame.msg_ref.as_deref(),
-                    &frame.topic,
-                    "RoomUnavailable",
-                    &e.to_string(),
-                ));
-            }
-        }));
+        let (join_ref, msg_ref) = (frame.join_ref.clone(), frame.msg_ref.clone());
+        ctx.wait(
+            joining
+                .into_actor(self)
+                .map(move |result, act, _ctx| match result {
+                    Ok(room) => {
+                        m::join("ok");
+                        let ch = Channel {
+                            topic: Arc::from(topic.as_str()),
+                            room,
+                            join_ref,
+                            ack,
+                        };
+                        act.channels.insert(topic, ch);
+                    }
+                    Err(e) => {
+                        m::join("error");
+                        act.push(wire::reply_error(
+                            act.vsn,
+                            join_ref.as_deref(),
+                            msg_ref.as_deref(),
+                            &topic,
+                            "RoomUnavailable",
+                            &e.to_string(),
+                        ));
+                    }
+                }),
+        );
         Ok(())
     }
 
     fn check_topic(&self, topic: &str) -> Result<(), Refusal> {
         let max = self.limits().topic_bytes_max;
         if topic.len() > max {
-            return Err(refuse("TopicTooLong", format!("topics are at most {max} bytes")));
+            return Err(refuse(
+                "TopicTooLong",
+                format!("topics are at most {max} bytes"),
+            ));
         }
         match topic.strip_prefix(TOPIC_PREFIX) {
             Some(name) if !name.is_empty() => Ok(()),
@@ -338,88 +377,150 @@ impl UserSession {
         }
     }
 
-    fn leave(&mut self, frame: InboundFrame, ctx: &mut Context<Self>) {
+    fn leave(&mut self, frame: &InboundFrame, ctx: &mut Context<Self>) {
         let Some(ch) = self.channels.remove(&frame.topic) else {
             // Leaving a channel that is not joined is a no-op that still completes.
-            self.push(wire::reply_ok(self.vsn, frame.join_ref.as_deref(), frame.msg_ref.as_deref(), &frame.topic));
-            self.push(wire::close(self.vsn, frame.join_ref.as_deref(), &frame.topic));
+            self.push(wire::reply_ok(
+                self.vsn,
+                frame.join_ref.as_deref(),
+                frame.msg_ref.as_deref(),
+                &frame.topic,
+            ));
+            self.push(wire::close(
+                self.vsn,
+                frame.join_ref.as_deref(),
+                &frame.topic,
+            ));
             return;
         };
         // Waiting (rather than try_send) so a leave is never lost; the room replies and closes.
-        let leave = Leave { session: self.id, reply_ref: Some(frame.msg_ref) };
+        let leave = Leave {
+            session: self.id,
+            reply_ref: Some(frame.msg_ref.clone()),
+        };
         ctx.wait(ch.room.send(leave).into_actor(self).map(|_, _, _| ()));
     }
 
     fn joined(&self, frame: &InboundFrame) -> Result<&Channel, Refusal> {
-        self.channels
-            .get(&frame.topic)
-            .ok_or_else(|| refuse("UnmatchedTopic", format!("join {} before pushing to it", frame.topic)))
+        self.channels.get(&frame.topic).ok_or_else(|| {
+            refuse(
+                "UnmatchedTopic",
+                format!("join {} before pushing to it", frame.topic),
+            )
+        })
     }
 
-    fn broadcast(&mut self, frame: InboundFrame) -> Result<(), (InboundFrame, Refusal)> {
-        let (topic, ack) = match self.joined(&frame) {
-            Ok(ch) => (ch.topic.clone(), ch.ack),
-            Err(r) => return Err((frame, r)),
+    fn broadcast(&mut self, frame: &InboundFrame) -> Result<(), Refusal> {
+        let (topic, ack) = {
+            let ch = self.joined(frame)?;
+            (ch.topic.clone(), ch.ack)
         };
         let (event, body) = match &frame.payload {
-            Payload::Json(raw_payload) => match serde_json::from_str::<BroadcastPayload>(raw_payload.get()) {
-                Ok(b) => {
-                    let payload: Arc<RawValue> = b.payload.map(Arc::from).unwrap_or_else(|| Arc::from(raw("{}".into())));
-                    (b.event, Body::Json(payload))
+            Payload::Json(raw_payload) => {
+                match serde_json::from_str::<BroadcastPayload>(raw_payload.get()) {
+                    Ok(b) => {
+                        let payload: Arc<RawValue> = b
+                            .payload
+                            .map(Arc::from)
+                            .unwrap_or_else(|| Arc::from(raw("{}".into())));
+                        (b.event, Body::Json(payload))
+                    }
+                    Err(e) => return Err(refuse("MalformedBroadcast", e.to_string())),
                 }
-                Err(e) => return Err((frame, refuse("MalformedBroadcast", e.to_string()))),
-            },
-            Payload::UserBroadcast(b) => {
-                (b.event.clone(), Body::Binary { encoding: b.encoding, data: b.payload.clone() })
             }
+            Payload::UserBroadcast(b) => (
+                b.event.clone(),
+                Body::Binary {
+                    encoding: b.encoding,
+                    data: b.payload.clone(),
+                },
+            ),
         };
-        let publication =
-            Publication { topic, event, body, sender: Some(self.id), accepted_at: Instant::now() };
+        let publication = Publication {
+            topic,
+            event,
+            body,
+            sender: Some(self.id),
+            accepted_at: Instant::now(),
+        };
         match self.engine.broker.publish(publication) {
             Ok(()) if ack => {
-                self.push(wire::reply_ok(self.vsn, frame.join_ref.as_deref(), frame.msg_ref.as_deref(), &frame.topic));
+                self.push(wire::reply_ok(
+                    self.vsn,
+                    frame.join_ref.as_deref(),
+                    frame.msg_ref.as_deref(),
+                    &frame.topic,
+                ));
                 Ok(())
             }
             Ok(()) => Ok(()),
-            Err(e) => Err((frame, refuse("RoomBusy", e.to_string()))),
+            Err(e) => Err(refuse("RoomBusy", e.to_string())),
         }
     }
 
-    fn presence(&mut self, frame: InboundFrame) -> Result<(), (InboundFrame, Refusal)> {
-        let room = match self.joined(&frame) {
-            Ok(ch) => ch.room.clone(),
-            Err(r) => return Err((frame, r)),
+    fn presence(&mut self, frame: &InboundFrame) -> Result<(), Refusal> {
+        let room = {
+            let ch = self.joined(frame)?;
+            ch.room.clone()
         };
         let p = match json_payload::<PresencePayload>(&frame.payload) {
             Ok(p) => p,
-            Err(e) => return Err((frame, refuse("MalformedPresence", e))),
+            Err(e) => return Err(refuse("MalformedPresence", e)),
         };
         let track = match (p.event.as_str(), p.payload) {
             ("track", None) => Some(Map::new()),
             ("track", Some(Value::Object(meta))) => Some(meta),
-            ("track", Some(_)) => return Err((frame, refuse("MalformedPresence", "presence meta must be an object"))),
+            ("track", Some(_)) => {
+                return Err(refuse(
+                    "MalformedPresence",
+                    "presence meta must be an object",
+                ))
+            }
             ("untrack", _) => None,
             (other, _) => {
-                return Err((frame, refuse("MalformedPresence", format!("presence event {other:?} is not track or untrack"))))
+                return Err(refuse(
+                    "MalformedPresence",
+                    format!("presence event {other:?} is not track or untrack"),
+                ))
             }
         };
-        let update = PresenceUpdate { session: self.id, msg_ref: frame.msg_ref.clone(), track };
-        room.try_send(update).map_err(|_| (frame, refuse("RoomBusy", "the room is overloaded, retry later")))
+        let update = PresenceUpdate {
+            session: self.id,
+            msg_ref: frame.msg_ref.clone(),
+            track,
+        };
+        room.try_send(update)
+            .map_err(|_| refuse("RoomBusy", "the room is overloaded, retry later"))
     }
 
-    fn typing(&mut self, frame: InboundFrame) -> Result<(), (InboundFrame, Refusal)> {
-        let room = match self.joined(&frame) {
-            Ok(ch) => ch.room.clone(),
-            Err(r) => return Err((frame, r)),
+    fn typing(&mut self, frame: &InboundFrame) -> Result<(), Refusal> {
+        let room = {
+            let ch = self.joined(frame)?;
+            ch.room.clone()
         };
         // Accept `{"typing": b}` and realtime-js's `send({type: "typing", payload: {typing: b}})`.
         let typing = match json_payload::<TypingPayload>(&frame.payload) {
-            Ok(TypingPayload { typing: Some(t), .. }) => t,
-            Ok(TypingPayload { payload: Some(inner), .. }) if inner.typing.is_some() => inner.typing.unwrap_or(false),
-            _ => return Err((frame, refuse("MalformedTyping", "payload must be {\"typing\": bool}"))),
+            Ok(TypingPayload {
+                typing: Some(t), ..
+            }) => t,
+            Ok(TypingPayload {
+                payload: Some(inner),
+                ..
+            }) if inner.typing.is_some() => inner.typing.unwrap_or(false),
+            _ => {
+                return Err(refuse(
+                    "MalformedTyping",
+                    "payload must be {\"typing\": bool}",
+                ))
+            }
         };
-        let update = TypingUpdate { session: self.id, msg_ref: frame.msg_ref.clone(), typing };
-        room.try_send(update).map_err(|_| (frame, refuse("RoomBusy", "the room is overloaded, retry later")))
+        let update = TypingUpdate {
+            session: self.id,
+            msg_ref: frame.msg_ref.clone(),
+            typing,
+        };
+        room.try_send(update)
+            .map_err(|_| refuse("RoomBusy", "the room is overloaded, retry later"))
     }
 
     /// Answers a frame that could not be decoded: an error reply where the frame names a topic
@@ -435,7 +536,13 @@ impl UserSession {
                 "MalformedMessage",
                 error,
             ),
-            _ => wire::system(self.vsn, PHOENIX_TOPIC, false, "system", &format!("MalformedMessage: {error}")),
+            _ => wire::system(
+                self.vsn,
+                PHOENIX_TOPIC,
+                false,
+                "system",
+                &format!("MalformedMessage: {error}"),
+            ),
         };
         self.push(frame);
     }
@@ -450,7 +557,10 @@ impl UserSession {
     fn close(&mut self, code: CloseCode, ctx: &mut Context<Self>) {
         m::disconnect(code.name());
         self.outbox.close(code);
-        ctx.run_later(Duration::from_millis(self.limits().close_grace_ms), |_, ctx| ctx.stop());
+        ctx.run_later(
+            Duration::from_millis(self.limits().close_grace_ms),
+            |_, ctx| ctx.stop(),
+        );
     }
 }
 

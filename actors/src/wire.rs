@@ -25,8 +25,11 @@ pub fn reply(
         status: &'static str,
         response: &'a RawValue,
     }
-    let payload = serde_json::to_string(&Reply { status: if ok { "ok" } else { "error" }, response })
-        .expect("reply serializes");
+    let payload = serde_json::to_string(&Reply {
+        status: if ok { "ok" } else { "error" },
+        response,
+    })
+    .expect("reply serializes");
     encode_message(vsn, join_ref, msg_ref, topic, "phx_reply", &raw(payload))
 }
 
@@ -50,12 +53,26 @@ pub fn reply_error(
 
 /// `phx_close` for the channel `join_ref` of `topic`.
 pub fn close(vsn: Vsn, join_ref: Option<&str>, topic: &str) -> OutFrame {
-    encode_message(vsn, join_ref, join_ref, topic, "phx_close", &raw("{}".into()))
+    encode_message(
+        vsn,
+        join_ref,
+        join_ref,
+        topic,
+        "phx_close",
+        &raw("{}".into()),
+    )
 }
 
 /// `phx_error` for the channel `join_ref` of `topic`: the channel failed and should rejoin.
 pub fn channel_error(vsn: Vsn, join_ref: Option<&str>, topic: &str) -> OutFrame {
-    encode_message(vsn, join_ref, join_ref, topic, "phx_error", &raw("{}".into()))
+    encode_message(
+        vsn,
+        join_ref,
+        join_ref,
+        topic,
+        "phx_error",
+        &raw("{}".into()),
+    )
 }
 
 /// `system` message `{"message","status","extension","channel"}` on `topic`.

@@ -84,7 +84,10 @@ pub fn encode_message(
             out.push(b']');
         }
     }
-    OutFrame { data: Bytes::from(out), binary: false }
+    OutFrame {
+        data: Bytes::from(out),
+        binary: false,
+    }
 }
 
 /// Encodes a vsn 2.0.0 binary user broadcast (type 4):
@@ -111,7 +114,10 @@ pub fn encode_user_broadcast(
     out.extend_from_slice(event.as_bytes());
     out.extend_from_slice(metadata);
     out.extend_from_slice(payload);
-    Some(OutFrame { data: Bytes::from(out), binary: true })
+    Some(OutFrame {
+        data: Bytes::from(out),
+        binary: true,
+    })
 }
 
 #[cfg(test)]
@@ -127,7 +133,14 @@ mod tests {
     fn v1_and_v2_round_trip_through_the_decoder() {
         let payload = raw(r#"{"status":"ok","response":{}}"#);
         for vsn in Vsn::ALL {
-            let f = encode_message(vsn, Some("1"), Some("2"), "realtime:\"q\"", "phx_reply", &payload);
+            let f = encode_message(
+                vsn,
+                Some("1"),
+                Some("2"),
+                "realtime:\"q\"",
+                "phx_reply",
+                &payload,
+            );
             let back = decode_text(std::str::from_utf8(&f.data).unwrap()).unwrap();
             assert_eq!(back.topic, "realtime:\"q\"");
             assert_eq!(back.join_ref.as_deref(), Some("1"));
@@ -146,6 +159,9 @@ mod tests {
         let f = encode_user_broadcast("t", "ev", b"{}", PayloadEncoding::Json, b"[1]").unwrap();
         assert!(f.binary);
         assert_eq!(&f.data[..], b"\x04\x01\x02\x02\x01tev{}[1]");
-        assert!(encode_user_broadcast(&"x".repeat(256), "e", b"", PayloadEncoding::Binary, b"").is_none());
+        assert!(
+            encode_user_broadcast(&"x".repeat(256), "e", b"", PayloadEncoding::Binary, b"")
+                .is_none()
+        );
     }
 }

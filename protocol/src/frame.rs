@@ -120,7 +120,9 @@ pub fn decode_text(text: &str) -> Result<InboundFrame, DecodeError> {
                 payload: Payload::Json(payload),
             })
         }
-        _ => Err(DecodeError::NotJson("expected a JSON object or array".into())),
+        _ => Err(DecodeError::NotJson(
+            "expected a JSON object or array".into(),
+        )),
     }
 }
 
@@ -159,12 +161,24 @@ pub fn decode_binary(data: &[u8]) -> Result<InboundFrame, DecodeError> {
         *field = head;
         rest = tail;
     }
-    let text = |b: &[u8]| std::str::from_utf8(b).map(str::to_owned).map_err(|_| DecodeError::NotUtf8);
-    let opt = |b: &[u8]| -> Result<Option<String>, DecodeError> {
-        if b.is_empty() { Ok(None) } else { text(b).map(Some) }
+    let text = |b: &[u8]| {
+        std::str::from_utf8(b)
+            .map(str::to_owned)
+            .map_err(|_| DecodeError::NotUtf8)
     };
-    if encoding == PayloadEncoding::Json && serde_json::from_slice::<serde::de::IgnoredAny>(rest).is_err() {
-        return Err(DecodeError::NotJson("binary broadcast payload marked JSON is not JSON".into()));
+    let opt = |b: &[u8]| -> Result<Option<String>, DecodeError> {
+        if b.is_empty() {
+            Ok(None)
+        } else {
+            text(b).map(Some)
+        }
+    };
+    if encoding == PayloadEncoding::Json
+        && serde_json::from_slice::<serde::de::IgnoredAny>(rest).is_err()
+    {
+        return Err(DecodeError::NotJson(
+            "binary broadcast payload marked JSON is not JSON".into(),
+        ));
     }
     Ok(InboundFrame {
         join_ref: opt(fields[0])?,
@@ -225,9 +239,18 @@ mod tests {
     #[test]
     fn rejects_non_json_and_wrong_shapes_with_distinct_errors() {
         assert!(matches!(decode_text("hello"), Err(DecodeError::NotJson(_))));
-        assert!(matches!(decode_text("{\"topic\":"), Err(DecodeError::NotJson(_))));
-        assert!(matches!(decode_text(r#"{"topic":1}"#), Err(DecodeError::BadShape(_))));
-        assert!(matches!(decode_text(r#"[1,2]"#), Err(DecodeError::BadShape(_))));
+        assert!(matches!(
+            decode_text("{\"topic\":"),
+            Err(DecodeError::NotJson(_))
+        ));
+        assert!(matches!(
+            decode_text(r#"{"topic":1}"#),
+            Err(DecodeError::BadShape(_))
+        ));
+        assert!(matches!(
+            decode_text(r#"[1,2]"#),
+            Err(DecodeError::BadShape(_))
+        ));
     }
 
     #[test]
@@ -239,7 +262,9 @@ mod tests {
         assert_eq!(f.join_ref.as_deref(), Some("1"));
         assert_eq!(f.msg_ref.as_deref(), Some("2"));
         assert_eq!(f.topic, "realtime:a");
-        let Payload::UserBroadcast(b) = f.payload else { panic!("not a broadcast") };
+        let Payload::UserBroadcast(b) = f.payload else {
+            panic!("not a broadcast")
+        };
         assert_eq!(b.event, "hey!");
         assert_eq!(b.encoding, PayloadEncoding::Json);
         assert_eq!(&b.payload[..], br#"{"a":1}"#);
@@ -248,10 +273,22 @@ mod tests {
     #[test]
     fn rejects_truncated_and_unknown_binary_frames() {
         assert_eq!(decode_binary(&[]).unwrap_err(), DecodeError::Truncated);
-        assert_eq!(decode_binary(&[3, 1, 1]).unwrap_err(), DecodeError::Truncated);
-        assert_eq!(decode_binary(&[3, 9, 0, 0, 0, 0, 1, b'x']).unwrap_err(), DecodeError::Truncated);
-        assert_eq!(decode_binary(&[4, 0, 0, 0, 0, 0, 0]).unwrap_err(), DecodeError::UnknownBinaryType(4));
-        assert_eq!(decode_binary(&[3, 0, 0, 0, 0, 0, 7]).unwrap_err(), DecodeError::UnknownEncoding(7));
+        assert_eq!(
+            decode_binary(&[3, 1, 1]).unwrap_err(),
+            DecodeError::Truncated
+        );
+        assert_eq!(
+            decode_binary(&[3, 9, 0, 0, 0, 0, 1, b'x']).unwrap_err(),
+            DecodeError::Truncated
+        );
+        assert_eq!(
+            decode_binary(&[4, 0, 0, 0, 0, 0, 0]).unwrap_err(),
+            DecodeError::UnknownBinaryType(4)
+        );
+        assert_eq!(
+            decode_binary(&[3, 0, 0, 0, 0, 0, 7]).unwrap_err(),
+            DecodeError::UnknownEncoding(7)
+        );
     }
 
     #[test]

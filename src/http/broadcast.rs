@@ -101,7 +101,11 @@ pub async fn broadcast_event(
     let EventPath { topic, event } = path.into_inner();
     let topic = full_topic(topic, state.engine.session_limits.topic_bytes_max)?;
     if body.len() > state.config.http.body_bytes_max {
-        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "BodyTooLarge", "body exceeds http.body_bytes_max"));
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "BodyTooLarge",
+            "body exceeds http.body_bytes_max",
+        ));
     }
     let binary = req
         .headers()
@@ -109,7 +113,10 @@ pub async fn broadcast_event(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/octet-stream"));
     let body = if binary {
-        Body::Binary { encoding: locus_protocol::PayloadEncoding::Binary, data: body }
+        Body::Binary {
+            encoding: locus_protocol::PayloadEncoding::Binary,
+            data: body,
+        }
     } else {
         let text = std::str::from_utf8(&body)
             .map_err(|_| ApiError::bad_request("MalformedBody", "body is not UTF-8 JSON"))?;
@@ -117,7 +124,13 @@ pub async fn broadcast_event(
             .map_err(|e| ApiError::bad_request("MalformedBody", &e.to_string()))?;
         Body::Json(Arc::from(payload))
     };
-    let publication = Publication { topic: Arc::from(topic), event, body, sender: None, accepted_at: Instant::now() };
+    let publication = Publication {
+        topic: Arc::from(topic),
+        event,
+        body,
+        sender: None,
+        accepted_at: Instant::now(),
+    };
     state
         .engine
         .broker
@@ -128,7 +141,11 @@ pub async fn broadcast_event(
 
 /// Adds the `realtime:` prefix when missing and checks the length.
 fn full_topic(topic: String, topic_max: usize) -> Result<String, ApiError> {
-    let topic = if topic.starts_with(TOPIC_PREFIX) { topic } else { format!("{TOPIC_PREFIX}{topic}") };
+    let topic = if topic.starts_with(TOPIC_PREFIX) {
+        topic
+    } else {
+        format!("{TOPIC_PREFIX}{topic}")
+    };
     if topic.len() == TOPIC_PREFIX.len() || topic.len() > topic_max {
         return Err(ApiError::bad_request(
             "InvalidTopic",

@@ -16,7 +16,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: &str) -> Self {
-        ApiError { status, code, message: message.to_owned() }
+        ApiError {
+            status,
+            code,
+            message: message.to_owned(),
+        }
     }
 
     pub fn bad_request(code: &'static str, message: &str) -> Self {
@@ -37,12 +41,17 @@ impl ResponseError for ApiError {
 
 /// Maps actix-web's JSON extractor failures (bad JSON, too large, wrong content type) to
 /// [`ApiError`] so every error body has the same shape.
-pub fn json_error(err: actix_web::error::JsonPayloadError, _req: &actix_web::HttpRequest) -> actix_web::Error {
+pub fn json_error(
+    err: actix_web::error::JsonPayloadError,
+    _req: &actix_web::HttpRequest,
+) -> actix_web::Error {
     use actix_web::error::JsonPayloadError as E;
     let api = match &err {
-        E::OverflowKnownLength { .. } | E::Overflow { .. } => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "BodyTooLarge", &err.to_string())
-        }
+        E::OverflowKnownLength { .. } | E::Overflow { .. } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "BodyTooLarge",
+            &err.to_string(),
+        ),
         E::ContentType => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "UnsupportedMediaType",

@@ -38,7 +38,11 @@ impl TestServer {
             });
         });
         let (addr, control) = rx.recv().expect("server reports its address");
-        TestServer { addr, control, thread: Some(thread) }
+        TestServer {
+            addr,
+            control,
+            thread: Some(thread),
+        }
     }
 
     pub fn start() -> TestServer {
@@ -69,11 +73,15 @@ impl TestServer {
 
     pub async fn shutdown(mut self) {
         let control = self.control.clone();
-        tokio::task::spawn_blocking(move || actix_web::rt::System::new().block_on(control.shutdown()))
-            .await
-            .unwrap();
+        tokio::task::spawn_blocking(move || {
+            actix_web::rt::System::new().block_on(control.shutdown())
+        })
+        .await
+        .unwrap();
         if let Some(t) = self.thread.take() {
-            tokio::task::spawn_blocking(move || t.join().unwrap()).await.unwrap();
+            tokio::task::spawn_blocking(move || t.join().unwrap())
+                .await
+                .unwrap();
         }
     }
 }
@@ -122,8 +130,14 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(url: &str, vsn: Vsn) -> Client {
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connects");
-        Client { ws, vsn, next_ref: 1 }
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connects");
+        Client {
+            ws,
+            vsn,
+            next_ref: 1,
+        }
     }
 
     fn take_ref(&mut self) -> String {
@@ -132,10 +146,18 @@ impl Client {
     }
 
     /// Sends a message in this client's protocol version; returns its ref.
-    pub async fn push(&mut self, join_ref: Option<&str>, topic: &str, event: &str, payload: Value) -> String {
+    pub async fn push(
+        &mut self,
+        join_ref: Option<&str>,
+        topic: &str,
+        event: &str,
+        payload: Value,
+    ) -> String {
         let r = self.take_ref();
         let text = match self.vsn {
-            Vsn::V1 => json!({"join_ref": join_ref, "ref": r, "topic": topic, "event": event, "payload": payload}),
+            Vsn::V1 => {
+                json!({"join_ref": join_ref, "ref": r, "topic": topic, "event": event, "payload": payload})
+            }
             Vsn::V2 => json!([join_ref, r, topic, event, payload]),
         };
         self.send_text(&text.to_string()).await;
@@ -154,19 +176,25 @@ impl Client {
     pub async fn join(&mut self, topic: &str, config: Value) -> String {
         let join_ref = self.take_ref();
         let reply = self.join_raw(&join_ref, topic, config).await;
-        assert_eq!(reply.payload["status"], "ok", "join of {topic} failed: {reply:?}");
+        assert_eq!(
+            reply.payload["status"], "ok",
+            "join of {topic} failed: {reply:?}"
+        );
         join_ref
     }
 
     /// Joins and returns the reply, whatever its status.
     pub async fn join_raw(&mut self, join_ref: &str, topic: &str, config: Value) -> Msg {
-        let r = self.push(Some(join_ref), topic, "phx_join", json!({"config": config})).await;
+        let r = self
+            .push(Some(join_ref), topic, "phx_join", json!({"config": config}))
+            .await;
         self.reply_to(&r).await
     }
 
     /// Waits for the `phx_reply` to `r`, skipping other messages.
     pub async fn reply_to(&mut self, r: &str) -> Msg {
-        self.next_where(|m| m.event == "phx_reply" && m.msg_ref == json!(r)).await
+        self.next_where(|m| m.event == "phx_reply" && m.msg_ref == json!(r))
+            .await
     }
 
     /// Waits for the next message with `event`, skipping others.
@@ -222,7 +250,10 @@ impl Client {
             match self.recv(wait).await {
                 Received::Msg(m) => seen.push(m),
                 Received::Closed(code) => return (code, seen),
-                Received::Timeout => panic!("socket did not close within {wait:?}; saw {} messages", seen.len()),
+                Received::Timeout => panic!(
+                    "socket did not close within {wait:?}; saw {} messages",
+                    seen.len()
+                ),
             }
         }
     }
@@ -266,7 +297,11 @@ fn parse_binary(b: &[u8]) -> Msg {
     let event = std::str::from_utf8(&b[at..at + el]).unwrap().to_owned();
     at += el + ml;
     let body = b[at..].to_vec();
-    let payload = if enc == 1 { serde_json::from_slice(&body).unwrap() } else { Value::Null };
+    let payload = if enc == 1 {
+        serde_json::from_slice(&body).unwrap()
+    } else {
+        Value::Null
+    };
     Msg {
         join_ref: Value::Null,
         msg_ref: Value::Null,
@@ -278,8 +313,23 @@ fn parse_binary(b: &[u8]) -> Msg {
 }
 
 /// Builds a type-3 user broadcast push.
-pub fn binary_push(join_ref: &str, msg_ref: &str, topic: &str, event: &str, json_payload: bool, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![3, join_ref.len() as u8, msg_ref.len() as u8, topic.len() as u8, event.len() as u8, 0, json_payload as u8];
+pub fn binary_push(
+    join_ref: &str,
+    msg_ref: &str,
+    topic: &str,
+    event: &str,
+    json_payload: bool,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut f = vec![
+        3,
+        join_ref.len() as u8,
+        msg_ref.len() as u8,
+        topic.len() as u8,
+        event.len() as u8,
+        0,
+        json_payload as u8,
+    ];
     for part in [join_ref, msg_ref, topic, event] {
         f.extend_from_slice(part.as_bytes());
     }
@@ -291,7 +341,10 @@ pub fn binary_push(join_ref: &str, msg_ref: &str, topic: &str, event: &str, json
 pub async fn http_get(url: &str) -> (u16, String) {
     let url = url.to_owned();
     tokio::task::spawn_blocking(move || {
-        let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
         let mut resp = agent.get(&url).call().expect("http get");
         let status = resp.status().as_u16();
         (status, resp.body_mut().read_to_string().unwrap_or_default())
@@ -304,7 +357,10 @@ pub async fn http_get(url: &str) -> (u16, String) {
 pub async fn http_post(url: &str, body: &str) -> (u16, String) {
     let (url, body) = (url.to_owned(), body.to_owned());
     tokio::task::spawn_blocking(move || {
-        let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
         let mut resp = agent
             .post(&url)
             .header("content-type", "application/json")
