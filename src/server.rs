@@ -73,6 +73,9 @@ pub async fn start(config: Config) -> io::Result<RunningServer> {
             .route("/metrics", web::get().to(metrics::metrics))
     })
     .workers(workers)
+    // Realtime frames are small and latency-bound: Nagle would hold them for the peer's
+    // delayed ACK (up to 40 ms).
+    .tcp_nodelay(true)
     .disable_signals()
     .shutdown_timeout(timeout.as_secs().max(1))
     .bind(&config.server.listen)?;

@@ -71,6 +71,8 @@ fn socket_event(
         Ok(M::Pong(_)) => return None,
         Ok(M::Close(_)) => SocketEvent::Close,
         Err(actix_ws::ProtocolError::Overflow) => SocketEvent::FrameTooBig,
+        // The connection went away (reset or EOF mid-frame): a disconnect, not bad input.
+        Err(actix_ws::ProtocolError::Io(_)) => SocketEvent::Close,
         Err(e) => SocketEvent::ProtocolError(e.to_string()),
     })
 }

@@ -406,3 +406,30 @@ async fn client_disconnect_frees_session_and_room() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Every broadcast a client sent before closing its socket is delivered: a close does not
+/// cut off frames that were already on the wire.
+#[tokio::test]
+async fn frames_sent_before_a_close_are_all_delivered() {
+    const N: usize = 2_000;
+    let server = TestServer::start();
+    let topic = "realtime:closing";
+    let mut rx = server.client(Vsn::V2).await;
+    rx.join(topic, json!({})).await;
+    let mut tx = server.client(Vsn::V2).await;
+    let join_ref = tx.join(topic, json!({})).await;
+    for i in 0..N {
+        tx.push(
+            Some(&join_ref),
+            topic,
+            "broadcast",
+            json!({"type": "broadcast", "event": "n", "payload": {"i": i}}),
+        )
+        .await;
+    }
+    tx.close().await;
+    for i in 0..N {
+        let m = rx.next_event("broadcast").await;
+        assert_eq!(m.payload["payload"]["i"], i);
+    }
+}

@@ -527,6 +527,7 @@ impl UserSession {
     /// and ref, a `system` message otherwise. The connection stays open.
     fn malformed(&mut self, target: Option<(Option<String>, Option<String>, String)>, error: &str) {
         m::protocol_error("MalformedMessage");
+        tracing::debug!(session = self.id, error, "malformed frame");
         let frame = match target {
             Some((join_ref, msg_ref, topic)) if msg_ref.is_some() => wire::reply_error(
                 self.vsn,

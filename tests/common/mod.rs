@@ -372,3 +372,11 @@ pub async fn http_post(url: &str, body: &str) -> (u16, String) {
     .await
     .unwrap()
 }
+
+impl Client {
+    /// Sends a close frame and waits for the server to end the connection.
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+        while let Ok(Some(Ok(_))) = tokio::time::timeout(RECV_TIMEOUT, self.ws.next()).await {}
+    }
+}
