@@ -81,6 +81,12 @@ async function main() {
   check(metas.length === 1, `expected one meta after the update, got ${JSON.stringify(metas)}`);
   check(leaves === 0, 'an in-place update produced a leave');
 
+  // Typing (a Locus extension) through realtime-js's generic send() and on().
+  const typingAtB = [];
+  chB.on('typing', {}, (p) => typingAtB.push(p));
+  check((await chA.send({ type: 'typing', payload: { typing: true } })) === 'ok', 'typing reply');
+  await waitFor('typing at B', () => typingAtB.find((p) => p.typing === true && p.user_id));
+
   // REST: httpSend, and send() falling back to REST from a channel that is not joined.
   const sent = await chB.httpSend('rest-event', { via: 'httpSend' });
   check(sent.success === true, `httpSend ${JSON.stringify(sent)}`);
