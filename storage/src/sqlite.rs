@@ -1,0 +1,195 @@
+//! The SQLite backend: the embedded default (`sqlite://data/locus.db`), one file, WAL journal,
+//! `synchronous = FULL` so a committed (acknowledged) batch survives a crash.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Sqlite, SqlSafeStr};
+
+use crate::{new_epoch, Appended, Encoding, History, NewPublication, Storage, Stored, StoreError};
+
+/// How long a connection waits on a locked database before failing (transient).
+const BUSY_TIMEOUT_MS: u64 = 5_000;
+/// Rows per multi-row INSERT: 9 parameters each keeps statements far below SQLite's limit.
+const INSERT_ROWS_MAX: usize = 500;
+/// Keys per `IN (…)` lookup of existing idempotency keys.
+const LOOKUP_KEYS_MAX: usize = 500;
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+fn migrator() -> Migrator {
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        Cow::Borrowed("init"),
+        MigrationType::Simple,
+        include_str!("../../migrations/sqlite/0001_init.sql").into_sql_str(),
+        false,
+    )])
+}
+
+type Row = (i64, String, i64, Vec<u8>, Option<String>, Option<String>, i64);
+
+fn stored(r: Row) -> Stored {
+    Stored {
+        offset: r.0 as u64,
+        event: r.1,
+        encoding: Encoding::from_i64(r.2),
+        payload: r.3,
+        user_id: r.4,
+        client_id: r.5,
+        created_at_ms: r.6,
+    }
+}
+
+impl SqliteStore {
+    pub async fn connect(url: &str, pool_connections_max: u32) -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Config(e.to_string()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS));
+        if let Some(dir) = options.get_filename().parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::Config(format!("cannot create {}: {e}", dir.display())))?;
+            }
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(pool_connections_max.max(1))
+            .connect_with(options)
+            .await?;
+        migrator().run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+
+    async fn topic_meta(&self, topic: &str) -> Result<(Option<String>, u64, Option<u64>), StoreError> {
+        let meta: Option<(String, i64)> = sqlx::query_as("SELECT epoch, next_offset FROM topics WHERE topic = ?1")
+            .bind(topic)
+            .fetch_optional(&self.pool)
+            .await?;
+        let first: (Option<i64>,) = sqlx::query_as("SELECT MIN(msg_offset) FROM messages WHERE topic = ?1")
+            .bind(topic)
+            .fetch_one(&self.pool)
+            .await?;
+        let (epoch, next) = match meta {
+            Some((e, n)) => (Some(e), n as u64),
+            None => (None, 1),
+        };
+        Ok((epoch, next, first.0.map(|o| o as u64)))
+    }
+}
+
+impl Storage for SqliteStore {
+    async fn append(&self, batch: &[NewPublication]) -> Result<Vec<Appended>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut topics: HashMap<&str, (String, i64)> = HashMap::new();
+        let mut keys_by_topic: HashMap<&str, Vec<&str>> = HashMap::new();
+        for p in batch {
+            keys_by_topic.entry(&p.topic).or_default().push(&p.idem_key);
+            if topics.contains_key(p.topic.as_str()) {
+                continue;
+            }
+            sqlx::query("INSERT INTO topics (topic, epoch, next_offset) VALUES (?1, ?2, 1) ON CONFLICT (topic) DO NOTHING")
+                .bind(&p.topic)
+                .bind(new_epoch())
+                .execute(&mut *tx)
+                .await?;
+            let meta: (String, i64) = sqlx::query_as("SELECT epoch, next_offset FROM topics WHERE topic = ?1")
+                .bind(&p.topic)
+                .fetch_one(&mut *tx)
+                .await?;
+            topics.insert(&p.topic, meta);
+        }
+        let mut existing: HashMap<(String, String), (i64, i64)> = HashMap::new();
+        for (topic, keys) in &keys_by_topic {
+            for chunk in keys.chunks(LOOKUP_KEYS_MAX) {
+                let mut qb: QueryBuilder<Sqlite> =
+                    QueryBuilder::new("SELECT idem_key, msg_offset, created_at FROM messages WHERE topic = ");
+                qb.push_bind(*topic).push(" AND idem_key IN (");
+                let mut sep = qb.separated(", ");
+                for k in chunk {
+                    sep.push_bind(*k);
+                }
+                qb.push(")");
+                let found: Vec<(String, i64, i64)> = qb.build_query_as().fetch_all(&mut *tx).await?;
+                for (k, o, c) in found {
+                    existing.insert((topic.to_string(), k), (o, c));
+                }
+            }
+        }
+        let (outcomes, rows) = crate::assign_offsets(batch, &mut topics, &existing);
+        for chunk in rows.chunks(INSERT_ROWS_MAX) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO messages (topic, msg_offset, event, encoding, payload, user_id, client_id, idem_key, created_at) ",
+            );
+            qb.push_values(chunk, |mut b, (p, offset)| {
+                b.push_bind(&p.topic)
+                    .push_bind(*offset)
+                    .push_bind(&p.event)
+                    .push_bind(p.encoding as i64)
+                    .push_bind(&p.payload)
+                    .push_bind(&p.user_id)
+                    .push_bind(&p.client_id)
+                    .push_bind(&p.idem_key)
+                    .push_bind(p.created_at_ms);
+            });
+            let done = qb.build().execute(&mut *tx).await?;
+            debug_assert_eq!(done.rows_affected() as usize, chunk.len());
+        }
+        for (topic, (_, next)) in &topics {
+            sqlx::query("UPDATE topics SET next_offset = ?2 WHERE topic = ?1")
+                .bind(*topic)
+                .bind(*next)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn history(&self, topic: &str, after_offset: u64, limit: usize) -> Result<History, StoreError> {
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT msg_offset, event, encoding, payload, user_id, client_id, created_at FROM messages \
+             WHERE topic = ?1 AND msg_offset > ?2 ORDER BY msg_offset LIMIT ?3",
+        )
+        .bind(topic)
+        .bind(after_offset as i64)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let (epoch, next_offset, first_offset) = self.topic_meta(topic).await?;
+        Ok(History { epoch, first_offset, next_offset, publications: rows.into_iter().map(stored).collect() })
+    }
+
+    async fn history_since(&self, topic: &str, since_ms: i64, limit: usize) -> Result<History, StoreError> {
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT msg_offset, event, encoding, payload, user_id, client_id, created_at FROM messages \
+             WHERE topic = ?1 AND created_at >= ?2 ORDER BY msg_offset LIMIT ?3",
+        )
+        .bind(topic)
+        .bind(since_ms)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let (epoch, next_offset, first_offset) = self.topic_meta(topic).await?;
+        Ok(History { epoch, first_offset, next_offset, publications: rows.into_iter().map(stored).collect() })
+    }
+
+    async fn purge_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM messages WHERE created_at < ?1").bind(cutoff_ms).execute(&self.pool).await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
