@@ -5,7 +5,7 @@ use std::path::Path;
 
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
-use locus_actors::config::{RoomLimits, SessionLimits};
+use locus_actors::config::{RoomLimits, SessionLimits, StorageLimits};
 use serde::Deserialize;
 
 /// The whole configuration.
@@ -16,6 +16,7 @@ pub struct Config {
     pub session: SessionLimits,
     pub room: RoomLimits,
     pub http: HttpConfig,
+    pub storage: StorageLimits,
 }
 
 /// `[server]`: the listener and process.
@@ -92,6 +93,7 @@ impl Config {
         let invalid = |e: locus_actors::config::LimitsError| ConfigError::Invalid(e.to_string());
         self.session.validate().map_err(invalid)?;
         self.room.validate().map_err(invalid)?;
+        self.storage.validate().map_err(invalid)?;
         if self.http.broadcast_messages_max == 0 {
             return Err(ConfigError::Invalid(
                 "http.broadcast_messages_max must be positive".into(),

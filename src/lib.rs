@@ -5,6 +5,7 @@
 //! - [`socket`]: the WebSocket endpoint and the per-connection writer task.
 //! - [`http`]: REST broadcast, health, metrics, and the HTTP error shape.
 //! - [`telemetry`]: the Prometheus recorder and metric descriptions.
+//! - [`retention`]: the periodic removal of expired history.
 //! - [`server`]: wiring everything into an HTTP server, and the ordered shutdown.
 //!
 //! Sessions, rooms and the broker live in the `locus-actors` crate; the wire format in
@@ -12,6 +13,7 @@
 
 pub mod config;
 pub mod http;
+pub mod retention;
 pub mod server;
 pub mod socket;
 pub mod telemetry;

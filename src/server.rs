@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
 use locus_actors::Engine;
+use locus_storage::AnyStore;
 
-use crate::http::{broadcast, error, health, metrics};
-use crate::{socket, telemetry, AppState, Config};
+use crate::http::{broadcast, error, health, history, metrics};
+use crate::{retention, socket, telemetry, AppState, Config};
 
 /// How often shutdown checks whether every session has gone.
 const SHUTDOWN_POLL_MS: u64 = 20;
@@ -34,7 +35,16 @@ pub struct ServerControl {
 /// Binds and starts serving on the current actix system.
 pub async fn start(config: Config) -> io::Result<RunningServer> {
     let prometheus = telemetry::recorder();
-    let engine = Engine::new(config.session.clone(), config.room.clone());
+    let store = AnyStore::connect(&config.storage.url, config.storage.pool_connections_max)
+        .await
+        .map_err(|e| io::Error::other(format!("storage {}: {e}", config.storage.url)))?;
+    tracing::info!(backend = store.backend(), "storage ready");
+    let engine = Engine::start(
+        config.session.clone(),
+        config.room.clone(),
+        Some((store, config.storage.clone())),
+    );
+    retention::spawn(&engine);
     let timeout = Duration::from_millis(config.server.shutdown_timeout_ms);
     let workers = match config.server.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -70,6 +80,10 @@ pub async fn start(config: Config) -> io::Result<RunningServer> {
                 web::post().to(broadcast::broadcast_event),
             )
             .route("/api/health", web::get().to(health::health))
+            .route(
+                "/api/channels/{topic}/history",
+                web::get().to(history::history),
+            )
             .route("/metrics", web::get().to(metrics::metrics))
     })
     .workers(workers)

@@ -11,6 +11,10 @@ const LATENCY_BUCKETS_SECONDS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
     1.0, 2.5, 5.0,
 ];
+/// Publications per storage batch.
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0,
+];
 /// Recipients per fan-out.
 const RECIPIENT_BUCKETS: &[f64] = &[
     0.0, 1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0, 10000.0,
@@ -28,6 +32,12 @@ pub fn recorder() -> PrometheusHandle {
                     b.set_buckets_for_metric(
                         Matcher::Full(m::FANOUT_RECIPIENTS.into()),
                         RECIPIENT_BUCKETS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(m::STORAGE_BATCH_ROWS.into()),
+                        BATCH_BUCKETS,
                     )
                 })
                 .expect("bucket lists are non-empty")

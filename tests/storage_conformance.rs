@@ -35,16 +35,29 @@ async fn suite(store: AnyStore) {
 async fn offsets_are_dense_per_topic_and_epochs_stable(s: &AnyStore) {
     let now = locus_storage::now_ms();
     let batch: Vec<_> = (0..10)
-        .map(|i| publication(if i % 2 == 0 { "t:a" } else { "t:b" }, &format!("k{i}"), "{}", now))
+        .map(|i| {
+            publication(
+                if i % 2 == 0 { "t:a" } else { "t:b" },
+                &format!("k{i}"),
+                "{}",
+                now,
+            )
+        })
         .collect();
     let out = s.append(&batch).await.unwrap();
     let a: Vec<u64> = out.iter().step_by(2).map(|o| o.offset).collect();
     let b: Vec<u64> = out.iter().skip(1).step_by(2).map(|o| o.offset).collect();
     assert_eq!(a, vec![1, 2, 3, 4, 5]);
     assert_eq!(b, vec![1, 2, 3, 4, 5]);
-    let more = s.append(&[publication("t:a", "k10", "{}", now)]).await.unwrap();
+    let more = s
+        .append(&[publication("t:a", "k10", "{}", now)])
+        .await
+        .unwrap();
     assert_eq!(more[0].offset, 6);
-    assert_eq!(more[0].epoch, out[0].epoch, "the epoch of a topic does not change");
+    assert_eq!(
+        more[0].epoch, out[0].epoch,
+        "the epoch of a topic does not change"
+    );
     assert_ne!(out[0].epoch, out[1].epoch, "topics have their own epochs");
     assert!(out.iter().all(|o| !o.duplicate));
 }
@@ -52,7 +65,10 @@ async fn offsets_are_dense_per_topic_and_epochs_stable(s: &AnyStore) {
 /// History returns publications after an offset, oldest first, with the topic's bounds.
 async fn history_pages_in_order(s: &AnyStore) {
     let h = s.history("t:a", 2, 2).await.unwrap();
-    assert_eq!(h.publications.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![3, 4]);
+    assert_eq!(
+        h.publications.iter().map(|p| p.offset).collect::<Vec<_>>(),
+        vec![3, 4]
+    );
     assert_eq!(h.first_offset, Some(1));
     assert_eq!(h.next_offset, 7);
     assert!(h.epoch.is_some());
@@ -65,7 +81,10 @@ async fn history_pages_in_order(s: &AnyStore) {
 /// A key already stored, or repeated in one batch, yields the original outcome and is stored once.
 async fn idempotency_keys_deduplicate(s: &AnyStore) {
     let now = locus_storage::now_ms();
-    let first = s.append(&[publication("t:idem", "same", r#"{"v":1}"#, now)]).await.unwrap();
+    let first = s
+        .append(&[publication("t:idem", "same", r#"{"v":1}"#, now)])
+        .await
+        .unwrap();
     let again = s
         .append(&[
             publication("t:idem", "same", r#"{"v":2}"#, now + 5),
@@ -101,7 +120,10 @@ async fn payloads_round_trip(s: &AnyStore) {
     assert_eq!(got.client_id.as_deref(), Some("c-1"));
     assert_eq!(got.user_id, None);
     assert_eq!(got.event, "bin");
-    assert!((got.created_at_ms - now).abs() <= 1, "created_at kept to the millisecond");
+    assert!(
+        (got.created_at_ms - now).abs() <= 1,
+        "created_at kept to the millisecond"
+    );
 }
 
 /// `history_since` returns what was created at or after a time.
@@ -130,7 +152,13 @@ async fn purge_removes_old_days_and_keeps_new(s: &AnyStore) {
     let today_start = now - now.rem_euclid(DAY_MS);
     s.purge_before(today_start).await.unwrap();
     let h = s.history("t:ret", 0, 10).await.unwrap();
-    assert_eq!(h.publications.iter().map(|p| p.payload.clone()).collect::<Vec<_>>(), vec![b"2".to_vec()]);
+    assert_eq!(
+        h.publications
+            .iter()
+            .map(|p| p.payload.clone())
+            .collect::<Vec<_>>(),
+        vec![b"2".to_vec()]
+    );
     assert_eq!(h.first_offset, Some(2));
     assert_eq!(h.next_offset, 3, "offsets are not reused after retention");
 }
@@ -150,5 +178,8 @@ async fn postgres_backend_conforms() {
 
 #[tokio::test]
 async fn unknown_url_scheme_is_a_config_error() {
-    assert!(matches!(AnyStore::connect("mysql://x", 1).await, Err(locus_storage::StoreError::Config(_))));
+    assert!(matches!(
+        AnyStore::connect("mysql://x", 1).await,
+        Err(locus_storage::StoreError::Config(_))
+    ));
 }

@@ -45,6 +45,33 @@ pub struct Publication {
     pub sender: Option<SessionId>,
     /// When the engine accepted it; fan-out latency is measured from here.
     pub accepted_at: Instant,
+    /// Set for publications of durable topics, once stored.
+    pub durable: Option<Durable>,
+}
+
+/// Where a durable publication sits in its topic's history.
+#[derive(Debug, Clone)]
+pub struct Durable {
+    pub offset: u64,
+    pub epoch: Arc<str>,
+    /// The client's id, echoed in `meta.id`.
+    pub client_id: Option<Arc<str>>,
+    /// Sent again on a join's `broadcast.replay` (`meta.replayed`).
+    pub replayed: bool,
+}
+
+impl Durable {
+    /// The `meta` object delivered with the broadcast: `{"offset","epoch","id"?,"replayed"?}`.
+    pub fn meta_json(&self) -> String {
+        let mut meta = serde_json::json!({ "offset": self.offset, "epoch": &*self.epoch });
+        if let Some(id) = &self.client_id {
+            meta["id"] = serde_json::Value::from(&**id);
+        }
+        if self.replayed {
+            meta["replayed"] = serde_json::Value::Bool(true);
+        }
+        meta.to_string()
+    }
 }
 
 /// Why a publication was refused.

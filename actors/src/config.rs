@@ -111,3 +111,135 @@ impl RoomLimits {
         Ok(())
     }
 }
+
+/// `[storage]`: durable topics and the storage actors.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageLimits {
+    /// `sqlite://path` (the embedded default, created on first start) or `postgres://…`.
+    /// Default `sqlite://data/locus.db`.
+    pub url: String,
+    /// Topic patterns (without the `realtime:` prefix, `*` matches any run of characters) whose
+    /// broadcasts are stored, offset and recoverable. Geo messages are always durable.
+    /// Default `["room:*"]`.
+    pub durable_topics: Vec<String>,
+    /// A batch is written when it holds this many publications… Default 1,000.
+    pub batch_rows_max: usize,
+    /// …or this long after its first publication, whichever comes first. Default 2.
+    pub flush_interval_ms: u64,
+    /// Durable publications accepted but not yet committed; past it, new ones are refused with
+    /// `StorageBusy`. Default 20,000.
+    pub inflight_publications_max: usize,
+    /// Backoff between retries of a batch that failed transiently: from… Default 50.
+    pub retry_delay_ms_min: u64,
+    /// …up to (with jitter). Default 2,000.
+    pub retry_delay_ms_max: u64,
+    /// A batch still failing after this long is failed (its publishers get an error, nothing
+    /// is acknowledged). Default 30,000.
+    pub retry_window_ms: u64,
+    /// Recent publications kept in memory per topic to serve recoveries without the database.
+    /// Default 1,000.
+    pub history_window_size: usize,
+    /// Topics whose recent publications are kept in memory. Default 10,000.
+    pub history_window_topics_max: usize,
+    /// Most publications one recovery replays; a larger gap answers `recovered: false`.
+    /// Default 1,000.
+    pub recover_publications_max: usize,
+    /// Most publications one `broadcast.replay` returns (Supabase caps it at 25). Default 25.
+    pub replay_publications_max: usize,
+    /// Largest page of `GET /api/channels/<topic>/history`. Default 1,000.
+    pub history_page_max: usize,
+    /// Publications older than this are removed (whole days on Postgres). Default 30.
+    pub retention_days: u32,
+    /// How often retention runs. Default 3,600,000 (hourly).
+    pub retention_check_interval_ms: u64,
+    /// Database connections in the pool. Default 8.
+    pub pool_connections_max: u32,
+}
+
+impl Default for StorageLimits {
+    fn default() -> Self {
+        StorageLimits {
+            url: "sqlite://data/locus.db".into(),
+            durable_topics: vec!["room:*".into()],
+            batch_rows_max: 1_000,
+            flush_interval_ms: 2,
+            inflight_publications_max: 20_000,
+            retry_delay_ms_min: 50,
+            retry_delay_ms_max: 2_000,
+            retry_window_ms: 30_000,
+            history_window_size: 1_000,
+            history_window_topics_max: 10_000,
+            recover_publications_max: 1_000,
+            replay_publications_max: 25,
+            history_page_max: 1_000,
+            retention_days: 30,
+            retention_check_interval_ms: 3_600_000,
+            pool_connections_max: 8,
+        }
+    }
+}
+
+impl StorageLimits {
+    pub fn validate(&self) -> Result<(), LimitsError> {
+        let err = |s: &str| Err(LimitsError(s.to_owned()));
+        if self.batch_rows_max == 0 || self.inflight_publications_max < self.batch_rows_max {
+            return err("storage.batch_rows_max must be positive and at most storage.inflight_publications_max");
+        }
+        if self.retry_delay_ms_min == 0 || self.retry_delay_ms_min > self.retry_delay_ms_max {
+            return err("storage.retry_delay_ms_min must be in 1..=storage.retry_delay_ms_max");
+        }
+        if self.history_window_size == 0 || self.history_page_max == 0 || self.retention_days == 0 {
+            return err(
+                "storage.history_window_size, history_page_max and retention_days must be positive",
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether `topic` (with or without the `realtime:` prefix) is durable.
+    pub fn is_durable(&self, topic: &str) -> bool {
+        let name = topic.strip_prefix("realtime:").unwrap_or(topic);
+        self.durable_topics.iter().any(|p| glob_match(p, name))
+    }
+}
+
+/// `*` matches any run of characters (including none); everything else matches itself.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for middle in &parts[1..parts.len() - 1] {
+        match rest.find(middle) {
+            Some(i) => rest = &rest[i + middle.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_patterns_match_topics() {
+        assert!(glob_match("room:*", "room:1"));
+        assert!(glob_match("room:*", "room:"));
+        assert!(!glob_match("room:*", "rooms"));
+        assert!(glob_match("*:chat", "a:b:chat"));
+        assert!(glob_match("a*b*c", "aXbYc"));
+        assert!(!glob_match("a*b*c", "aXc"));
+        assert!(glob_match("exact", "exact"));
+        assert!(!glob_match("exact", "exact2"));
+        let s = StorageLimits::default();
+        assert!(s.is_durable("realtime:room:42"));
+        assert!(!s.is_durable("realtime:lobby"));
+    }
+}

@@ -1,12 +1,29 @@
-//! The engine handle: the registries, the broker and the limits every session shares.
+//! The engine handle: the registries, the broker, storage and the limits every session shares.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use actix::prelude::*;
+use locus_storage::AnyStore;
+
+use crate::broker::Body;
 use crate::broker::{Broker, InProcessBroker};
-use crate::config::{RoomLimits, SessionLimits};
+use crate::config::{RoomLimits, SessionLimits, StorageLimits};
+use crate::history::HistoryCache;
 use crate::registry::{RoomRegistry, SessionRegistry};
+use crate::storage_writer::{Append, DurableError, StorageHealth, StorageWriter};
 use crate::SessionId;
+use locus_protocol::PayloadEncoding;
+
+/// Durable topics: the store, its writer actor and the in-memory history window.
+#[derive(Clone)]
+pub struct StorageHandle {
+    pub writer: Addr<StorageWriter>,
+    pub store: AnyStore,
+    pub cache: HistoryCache,
+    pub limits: Arc<StorageLimits>,
+    pub health: StorageHealth,
+}
 
 /// Cheap to clone; one per server.
 #[derive(Clone)]
@@ -15,19 +32,48 @@ pub struct Engine {
     pub sessions: SessionRegistry,
     pub broker: Arc<dyn Broker>,
     pub session_limits: Arc<SessionLimits>,
+    /// `None` runs the engine without durable topics (every topic ephemeral).
+    pub storage: Option<StorageHandle>,
     next_session: Arc<AtomicU64>,
 }
 
 impl Engine {
-    /// An engine on the in-process broker.
-    pub fn new(session_limits: SessionLimits, room_limits: RoomLimits) -> Self {
-        let rooms = RoomRegistry::new(room_limits);
-        let broker = Arc::new(InProcessBroker::new(rooms.clone()));
+    /// An engine on the in-process broker; with `storage`, starts the storage writer on the
+    /// current arbiter. Must run inside an actix system.
+    pub fn start(
+        session_limits: SessionLimits,
+        room_limits: RoomLimits,
+        storage: Option<(AnyStore, StorageLimits)>,
+    ) -> Self {
+        let cache = storage
+            .as_ref()
+            .map(|(_, l)| HistoryCache::new(l.history_window_size, l.history_window_topics_max));
+        let rooms = RoomRegistry::new(room_limits, cache.clone());
+        let broker: Arc<dyn Broker> = Arc::new(InProcessBroker::new(rooms.clone()));
+        let storage = storage.zip(cache).map(|((store, limits), cache)| {
+            let health = StorageHealth::default();
+            let writer = StorageWriter::new(
+                store.clone(),
+                broker.clone(),
+                cache.clone(),
+                limits.clone(),
+                health.clone(),
+            )
+            .start();
+            StorageHandle {
+                writer,
+                store,
+                cache,
+                limits: Arc::new(limits),
+                health,
+            }
+        });
         Engine {
             rooms,
             sessions: SessionRegistry::default(),
             broker,
             session_limits: Arc::new(session_limits),
+            storage,
             next_session: Arc::new(AtomicU64::new(1)),
         }
     }
@@ -35,5 +81,62 @@ impl Engine {
     /// A new session id, unique for this engine's lifetime.
     pub fn next_session_id(&self) -> SessionId {
         self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The storage handle when `topic` is durable.
+    pub fn durable(&self, topic: &str) -> Option<&StorageHandle> {
+        self.storage.as_ref().filter(|s| s.limits.is_durable(topic))
+    }
+}
+
+impl StorageHandle {
+    /// Hands a publication of a durable topic to the storage writer without waiting. The
+    /// receiver completes after commit (the publication is then delivered with its offset), or
+    /// with the reason it was not stored. `client_id` makes re-sends by the same user
+    /// idempotent.
+    pub fn append(
+        &self,
+        publication: crate::broker::Publication,
+        user_id: Option<&str>,
+        client_id: Option<String>,
+    ) -> Result<
+        tokio::sync::oneshot::Receiver<Result<locus_storage::Appended, DurableError>>,
+        DurableError,
+    > {
+        let (encoding, payload) = match &publication.body {
+            Body::Json(p) => (locus_storage::Encoding::Json, p.get().as_bytes().to_vec()),
+            Body::Binary {
+                encoding: PayloadEncoding::Json,
+                data,
+            } => (locus_storage::Encoding::Json, data.to_vec()),
+            Body::Binary {
+                encoding: PayloadEncoding::Binary,
+                data,
+            } => (locus_storage::Encoding::Binary, data.to_vec()),
+        };
+        let idem_key = match (&client_id, user_id) {
+            (Some(id), user) => format!("u:{}:{id}", user.unwrap_or("")),
+            (None, _) => format!("s:{}", crate::presence::generated_key()),
+        };
+        let record = locus_storage::NewPublication {
+            topic: publication.topic.to_string(),
+            event: publication.event.clone(),
+            encoding,
+            payload,
+            user_id: user_id.map(str::to_owned),
+            client_id,
+            idem_key,
+            created_at_ms: locus_storage::now_ms(),
+        };
+        let (done, completion) = tokio::sync::oneshot::channel();
+        self.writer
+            .try_send(Append {
+                record,
+                delivery: publication,
+                done,
+            })
+            .map_err(|_| DurableError::Busy)?;
+        crate::metrics::storage_queue_depth().increment(1.0);
+        Ok(completion)
     }
 }

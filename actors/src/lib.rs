@@ -5,6 +5,8 @@
 //! - [`room`]: the actor per topic; members, presence, typing and fan-out.
 //! - [`outbox`]: a connection's outbound queue, bounded in bytes (the backpressure point).
 //! - [`broker`]: the boundary between publishers and rooms; in-process implementation.
+//! - [`storage_writer`]: the storage actor batching durable publications into transactions.
+//! - [`history`]: the in-memory window of recent durable publications per topic.
 //! - [`registry`]: topic → room and session id → session maps.
 //! - [`presence`], [`typing`]: pure state of a room's presence and typing indicators.
 //! - [`wire`]: server message shapes (replies, closes, `system`).
@@ -15,11 +17,13 @@ pub mod broker;
 pub mod close_code;
 pub mod config;
 pub mod engine;
+pub mod history;
 pub mod metrics;
 pub mod outbox;
 pub mod presence;
 pub mod registry;
 pub mod room;
+pub mod storage_writer;
 pub mod typing;
 pub mod user_session;
 pub mod wire;

@@ -115,3 +115,36 @@ pub fn join(result: &'static str) {
 pub fn disconnect(code: &'static str) {
     counter!(DISCONNECTS, "code" => code).increment(1);
 }
+
+pub const STORAGE_BATCH_ROWS: &str = "locus_storage_batch_rows";
+pub const STORAGE_COMMIT_LATENCY: &str = "locus_storage_commit_latency_seconds";
+pub const STORAGE_RETRIES: &str = "locus_storage_retries_total";
+pub const STORAGE_FAILURES: &str = "locus_storage_failures_total";
+pub const STORAGE_QUEUE_DEPTH: &str = "locus_storage_queue_depth";
+pub const RECOVERIES: &str = "locus_recoveries_total";
+
+cached!(
+    storage_batch_rows,
+    Histogram,
+    histogram!(STORAGE_BATCH_ROWS)
+);
+cached!(
+    storage_commit_latency,
+    Histogram,
+    histogram!(STORAGE_COMMIT_LATENCY)
+);
+cached!(storage_queue_depth, Gauge, gauge!(STORAGE_QUEUE_DEPTH));
+
+pub fn storage_retry() {
+    counter!(STORAGE_RETRIES).increment(1);
+}
+
+/// Counts a failed batch by reason (`transient`, `permanent`, `retries_exhausted`, …).
+pub fn storage_failure(reason: &'static str) {
+    counter!(STORAGE_FAILURES, "reason" => reason).increment(1);
+}
+
+/// Counts a recovery or replay on join by result (`recovered`, `not_recovered`, `replayed`).
+pub fn recovery(result: &'static str) {
+    counter!(RECOVERIES, "result" => result).increment(1);
+}

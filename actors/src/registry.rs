@@ -10,6 +10,7 @@ use actix::prelude::*;
 use dashmap::DashMap;
 
 use crate::config::RoomLimits;
+use crate::history::HistoryCache;
 use crate::metrics as m;
 use crate::room::Room;
 use crate::user_session::{Shutdown, UserSession};
@@ -20,14 +21,21 @@ use crate::SessionId;
 pub struct RoomRegistry {
     rooms: Arc<DashMap<Arc<str>, Addr<Room>>>,
     limits: RoomLimits,
+    cache: Option<HistoryCache>,
 }
 
 impl RoomRegistry {
-    pub fn new(limits: RoomLimits) -> Self {
+    pub fn new(limits: RoomLimits, cache: Option<HistoryCache>) -> Self {
         RoomRegistry {
             rooms: Arc::new(DashMap::new()),
             limits,
+            cache,
         }
+    }
+
+    /// The durable history window, when storage is on.
+    pub fn cache(&self) -> Option<&HistoryCache> {
+        self.cache.as_ref()
     }
 
     /// The room of `topic`, if it runs.

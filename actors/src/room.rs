@@ -18,8 +18,9 @@ use actix::prelude::*;
 use locus_protocol::{encode_message, encode_user_broadcast, OutFrame, PayloadEncoding, Vsn};
 use serde_json::{Map, Value};
 
-use crate::broker::{Body, Publication};
+use crate::broker::{Body, Durable, Publication};
 use crate::config::RoomLimits;
+use crate::history::{CachedPublication, Coverage};
 use crate::metrics::{self as m, DropReason};
 use crate::outbox::{Outbox, PushError};
 use crate::presence::{PresenceDiff, PresenceState};
@@ -38,6 +39,8 @@ struct Member {
     self_broadcast: bool,
     presence_enabled: bool,
     presence_key: String,
+    /// Durable publications up to this offset were already sent by a recovery or replay.
+    delivered_through: u64,
 }
 
 pub struct Room {
@@ -112,6 +115,23 @@ pub struct Join {
     pub presence_enabled: bool,
     /// Presence key of this member (the client's `presence.key`, or a generated one).
     pub presence_key: String,
+    /// Missed publications to send after the join reply (`config.recover`, `broadcast.replay`).
+    pub recovery: Option<Recovery>,
+}
+
+/// What a joining member missed, as prepared by its session (which read the database when the
+/// in-memory window did not cover the gap).
+#[derive(Clone, Debug)]
+pub struct Recovery {
+    /// `false`: the gap cannot be filled (epoch changed, too old, too large).
+    pub possible: bool,
+    /// The topic's epoch, when known.
+    pub epoch: Option<Arc<str>>,
+    /// The client's last offset; entries are after it, oldest first.
+    pub after_offset: u64,
+    pub entries: Vec<Arc<CachedPublication>>,
+    /// A `broadcast.replay` (entries marked `meta.replayed`, reply without `recovered`).
+    pub replay: bool,
 }
 
 /// Removes a session from the room (a `phx_leave`, a rejoin or a disconnect).
@@ -150,8 +170,13 @@ pub struct TypingUpdate {
 impl Handler<Join> for Room {
     type Result = ();
 
-    /// Registers the member, replies ok, and sends `presence_state` when presence is enabled.
+    /// Registers the member, replies ok, sends `presence_state` when presence is enabled, then
+    /// what the member missed when it asked to recover or replay.
     fn handle(&mut self, msg: Join, _ctx: &mut Self::Context) {
+        let (recovered, missed, delivered_through) = match &msg.recovery {
+            Some(r) => self.plan_recovery(r),
+            None => (None, Vec::new(), 0),
+        };
         let member = Member {
             outbox: msg.outbox,
             vsn: msg.vsn,
@@ -160,8 +185,12 @@ impl Handler<Join> for Room {
             self_broadcast: msg.self_broadcast,
             presence_enabled: msg.presence_enabled,
             presence_key: msg.presence_key,
+            delivered_through,
         };
-        let response = raw(r#"{"postgres_changes":[]}"#.into());
+        let response = match recovered {
+            Some(r) => format!(r#"{{"postgres_changes":[],"recovered":{r}}}"#),
+            None => r#"{"postgres_changes":[]}"#.to_owned(),
+        };
         let jr = member.join_ref.as_deref();
         let mut ok = member
             .outbox
@@ -171,7 +200,7 @@ impl Handler<Join> for Room {
                 msg.msg_ref.as_deref(),
                 &self.topic,
                 true,
-                &response,
+                &raw(response),
             ))
             .is_ok();
         if ok && member.presence_enabled {
@@ -187,6 +216,24 @@ impl Handler<Join> for Room {
                     &state,
                 ))
                 .is_ok();
+        }
+        let replay = msg.recovery.as_ref().is_some_and(|r| r.replay);
+        let epoch = msg.recovery.as_ref().and_then(|r| r.epoch.clone());
+        for p in &missed {
+            if !ok {
+                break;
+            }
+            let durable = Durable {
+                offset: p.offset,
+                epoch: epoch.clone().unwrap_or_else(|| Arc::from("")),
+                client_id: p.client_id.clone(),
+                replayed: replay,
+            };
+            let meta = durable.meta_json();
+            ok = match encode_broadcast(member.vsn, &self.topic, &p.event, &p.body, Some(&meta)) {
+                Some(frame) => member.outbox.push(frame).is_ok(),
+                None => true,
+            };
         }
         if !ok {
             return;
@@ -232,8 +279,13 @@ impl Handler<Deliver> for Room {
         let frames = self.encode_publication(&publication);
         let mut delivered = 0u64;
         let mut failed: Vec<SessionId> = Vec::new();
+        let offset = publication.durable.as_ref().map_or(u64::MAX, |d| d.offset);
         for (&id, member) in &self.members {
             if publication.sender == Some(id) && !member.self_broadcast {
+                continue;
+            }
+            if offset <= member.delivered_through {
+                // Already sent to this member by its recovery.
                 continue;
             }
             let Some(frame) = &frames[member.vsn.index()] else {
@@ -329,13 +381,43 @@ impl Handler<TypingUpdate> for Room {
 impl Room {
     /// Frames for a publication, per version (`None`: cannot be sent to that version).
     fn encode_publication(&self, p: &Publication) -> [Option<OutFrame>; 2] {
+        let meta = p.durable.as_ref().map(Durable::meta_json);
         let mut frames = [None, None];
         for vsn in Vsn::ALL {
             if self.members_by_vsn[vsn.index()] > 0 {
-                frames[vsn.index()] = encode_broadcast(vsn, &self.topic, &p.event, &p.body);
+                frames[vsn.index()] =
+                    encode_broadcast(vsn, &self.topic, &p.event, &p.body, meta.as_deref());
             }
         }
         frames
+    }
+
+    /// Decides what a joining member gets: `(recovered flag for the reply, publications to
+    /// send, offset through which live deliveries are skipped)`. Publications committed after
+    /// the session read the database are taken from the history window, and the watermark
+    /// keeps the ones still in this room's mailbox from arriving twice.
+    fn plan_recovery(&self, r: &Recovery) -> (Option<bool>, Vec<Arc<CachedPublication>>, u64) {
+        let flag = |ok: bool| if r.replay { None } else { Some(ok) };
+        if !r.possible {
+            m::recovery("not_recovered");
+            return (flag(false), Vec::new(), 0);
+        }
+        let mut list = r.entries.clone();
+        let through = list.last().map_or(r.after_offset, |p| p.offset);
+        if let (Some(cache), Some(epoch)) = (self.registry.cache(), &r.epoch) {
+            match cache.after(&self.topic, epoch, through) {
+                Coverage::Covered(more) => list.extend(more),
+                Coverage::Unknown => {}
+                Coverage::Gap if r.replay => {}
+                Coverage::Gap => {
+                    m::recovery("not_recovered");
+                    return (flag(false), Vec::new(), 0);
+                }
+            }
+        }
+        m::recovery(if r.replay { "replayed" } else { "recovered" });
+        let through = list.last().map_or(through, |p| p.offset);
+        (flag(true), list, through)
     }
 
     fn remove_member(&mut self, session: SessionId) -> Option<Member> {
@@ -420,28 +502,43 @@ impl Room {
     }
 }
 
-/// Encodes a user broadcast for one protocol version.
+/// Encodes a user broadcast for one protocol version, with the durable `meta` when given.
 ///
-/// vsn 1.0.0 gets `{"type":"broadcast","event","payload"}` in a JSON frame; an opaque binary
-/// payload cannot be expressed there and yields `None`. vsn 2.0.0 gets the binary type-4 frame
-/// when the publication came in binary, and the JSON array frame otherwise.
-pub fn encode_broadcast(vsn: Vsn, topic: &str, event: &str, body: &Body) -> Option<OutFrame> {
+/// vsn 1.0.0 gets `{"type":"broadcast","event","payload","meta"?}` in a JSON frame; an opaque
+/// binary payload cannot be expressed there and yields `None`. vsn 2.0.0 gets the binary type-4
+/// frame (meta in its metadata field) when the publication came in binary, and the JSON array
+/// frame otherwise.
+pub fn encode_broadcast(
+    vsn: Vsn,
+    topic: &str,
+    event: &str,
+    body: &Body,
+    meta: Option<&str>,
+) -> Option<OutFrame> {
     let json_payload = |payload: &str| {
-        let mut s = String::with_capacity(48 + event.len() + payload.len());
+        let mut s =
+            String::with_capacity(64 + event.len() + payload.len() + meta.map_or(0, str::len));
         s.push_str(r#"{"type":"broadcast","event":"#);
         s.push_str(&serde_json::to_string(event).expect("string serializes"));
         s.push_str(r#","payload":"#);
         s.push_str(payload);
+        if let Some(meta) = meta {
+            s.push_str(r#","meta":"#);
+            s.push_str(meta);
+        }
         s.push('}');
         encode_message(vsn, None, None, topic, "broadcast", &raw(s))
     };
     match (vsn, body) {
         (_, Body::Json(payload)) => Some(json_payload(payload.get())),
         (Vsn::V2, Body::Binary { encoding, data }) => {
-            encode_user_broadcast(topic, event, b"", *encoding, data).or_else(|| match encoding {
-                PayloadEncoding::Json => std::str::from_utf8(data).ok().map(json_payload),
-                PayloadEncoding::Binary => None,
-            })
+            let metadata = meta.unwrap_or("").as_bytes();
+            encode_user_broadcast(topic, event, metadata, *encoding, data).or_else(
+                || match encoding {
+                    PayloadEncoding::Json => std::str::from_utf8(data).ok().map(json_payload),
+                    PayloadEncoding::Binary => None,
+                },
+            )
         }
         (
             Vsn::V1,

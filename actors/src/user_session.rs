@@ -19,6 +19,7 @@ use bytes::Bytes;
 use locus_protocol::{
     decode_binary, decode_text, salvage_target, InboundFrame, Payload, Vsn, PHOENIX_TOPIC,
 };
+use locus_storage::Storage;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -26,9 +27,12 @@ use serde_json::{Map, Value};
 use crate::broker::{Body, Publication};
 use crate::close_code::CloseCode;
 use crate::engine::Engine;
+use crate::engine::StorageHandle;
+use crate::history::{CachedPublication, Coverage};
 use crate::metrics as m;
 use crate::outbox::Outbox;
-use crate::room::{Join, Leave, PresenceUpdate, Room, TypingUpdate};
+use crate::room::{Join, Leave, PresenceUpdate, Recovery, Room, TypingUpdate};
+use crate::storage_writer::DurableError;
 use crate::wire::{self, raw};
 use crate::SessionId;
 
@@ -68,6 +72,8 @@ struct Channel {
     join_ref: Option<String>,
     /// `broadcast.ack`: reply to each broadcast once accepted.
     ack: bool,
+    /// Broadcasts are stored (and acknowledged after commit).
+    durable: bool,
 }
 
 pub struct UserSession {
@@ -188,6 +194,22 @@ struct JoinPayload {
 struct JoinConfig {
     broadcast: BroadcastConfig,
     presence: PresenceConfig,
+    recover: Option<RecoverConfig>,
+}
+
+/// `config.recover`: the last publication the client saw.
+#[derive(Deserialize, Clone)]
+struct RecoverConfig {
+    epoch: String,
+    offset: u64,
+}
+
+/// `config.broadcast.replay` (Supabase): publications since a time, in milliseconds.
+#[derive(Deserialize, Clone)]
+struct ReplayConfig {
+    since: i64,
+    #[serde(default)]
+    limit: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -196,6 +218,7 @@ struct BroadcastConfig {
     #[serde(rename = "self")]
     self_broadcast: bool,
     ack: bool,
+    replay: Option<ReplayConfig>,
 }
 
 #[derive(Deserialize, Default)]
@@ -210,6 +233,9 @@ struct BroadcastPayload {
     event: String,
     #[serde(default)]
     payload: Option<Box<RawValue>>,
+    /// A client id making a durable broadcast idempotent.
+    #[serde(default)]
+    id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -260,7 +286,7 @@ impl UserSession {
             }
             // Accepted without a reply, as Supabase does; token checks arrive with auth.
             (_, "access_token") => Ok(()),
-            (_, "broadcast") => self.broadcast(&frame),
+            (_, "broadcast") => self.broadcast(&frame, ctx),
             (_, "presence") => self.presence(&frame),
             (_, "typing") => self.typing(&frame),
             (_, other) => {
@@ -315,11 +341,23 @@ impl UserSession {
             self_broadcast: config.broadcast.self_broadcast,
             presence_enabled: config.presence.enabled.unwrap_or(true),
             presence_key,
+            recovery: None,
+        };
+        let durable = self.engine.durable(&frame.topic).cloned();
+        let is_durable = durable.is_some();
+        let wanted = match (config.recover, config.broadcast.replay) {
+            (Some(r), _) => Some(Wanted::Recover(r)),
+            (None, Some(r)) => Some(Wanted::Replay(r)),
+            (None, None) => None,
         };
         let rooms = self.engine.rooms.clone();
         let topic = frame.topic.clone();
         let room_topic = topic.clone();
+        let mut join = join;
         let joining = async move {
+            if let Some(wanted) = wanted {
+                join.recovery = Some(prepare_recovery(durable.as_ref(), &room_topic, wanted).await);
+            }
             for _ in 0..JOIN_ATTEMPTS_MAX {
                 let room = rooms.get_or_start(&room_topic);
                 match room.send(join.clone()).await {
@@ -344,6 +382,7 @@ impl UserSession {
                             room,
                             join_ref,
                             ack,
+                            durable: is_durable,
                         };
                         act.channels.insert(topic, ch);
                     }
@@ -410,23 +449,20 @@ impl UserSession {
         })
     }
 
-    fn broadcast(&mut self, frame: &InboundFrame) -> Result<(), Refusal> {
-        let (topic, ack) = {
+    fn broadcast(&mut self, frame: &InboundFrame, ctx: &mut Context<Self>) -> Result<(), Refusal> {
+        let (topic, ack, durable) = {
             let ch = self.joined(frame)?;
-            (ch.topic.clone(), ch.ack)
+            (ch.topic.clone(), ch.ack, ch.durable)
         };
-        let (event, body) = match &frame.payload {
+        let (event, body, client_id) = match &frame.payload {
             Payload::Json(raw_payload) => {
-                match serde_json::from_str::<BroadcastPayload>(raw_payload.get()) {
-                    Ok(b) => {
-                        let payload: Arc<RawValue> = b
-                            .payload
-                            .map(Arc::from)
-                            .unwrap_or_else(|| Arc::from(raw("{}".into())));
-                        (b.event, Body::Json(payload))
-                    }
-                    Err(e) => return Err(refuse("MalformedBroadcast", e.to_string())),
-                }
+                let b = serde_json::from_str::<BroadcastPayload>(raw_payload.get())
+                    .map_err(|e| refuse("MalformedBroadcast", e.to_string()))?;
+                let payload: Arc<RawValue> = b
+                    .payload
+                    .map(Arc::from)
+                    .unwrap_or_else(|| Arc::from(raw("{}".into())));
+                (b.event, Body::Json(payload), b.id)
             }
             Payload::UserBroadcast(b) => (
                 b.event.clone(),
@@ -434,6 +470,7 @@ impl UserSession {
                     encoding: b.encoding,
                     data: b.payload.clone(),
                 },
+                None,
             ),
         };
         let publication = Publication {
@@ -442,7 +479,11 @@ impl UserSession {
             body,
             sender: Some(self.id),
             accepted_at: Instant::now(),
+            durable: None,
         };
+        if durable {
+            return self.broadcast_durable(frame, publication, client_id, ack, ctx);
+        }
         match self.engine.broker.publish(publication) {
             Ok(()) if ack => {
                 self.push(wire::reply_ok(
@@ -456,6 +497,72 @@ impl UserSession {
             Ok(()) => Ok(()),
             Err(e) => Err(refuse("RoomBusy", e.to_string())),
         }
+    }
+
+    /// Hands a durable broadcast to the storage writer; the reply comes after commit:
+    /// `{"offset","epoch"}` with `ack`, and an error reply whether or not `ack` was asked.
+    fn broadcast_durable(
+        &mut self,
+        frame: &InboundFrame,
+        publication: Publication,
+        client_id: Option<String>,
+        ack: bool,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), Refusal> {
+        let storage = self
+            .engine
+            .durable(&frame.topic)
+            .ok_or_else(|| refuse("StorageError", "storage is off"))?;
+        let completion = storage
+            .append(publication, Some(&self.user_id), client_id)
+            .map_err(|e| {
+                refuse(
+                    e.code(),
+                    "too many durable publications in flight, retry later",
+                )
+            })?;
+        let (join_ref, msg_ref, topic) = (
+            frame.join_ref.clone(),
+            frame.msg_ref.clone(),
+            frame.topic.clone(),
+        );
+        ctx.spawn(completion.into_actor(self).map(move |result, act, _| {
+            let outcome = result.unwrap_or_else(|_| {
+                Err(DurableError::Unavailable("storage writer stopped".into()))
+            });
+            let frame = match outcome {
+                Ok(a) if ack => {
+                    let response =
+                        serde_json::json!({ "offset": a.offset, "epoch": a.epoch }).to_string();
+                    wire::reply(
+                        act.vsn,
+                        join_ref.as_deref(),
+                        msg_ref.as_deref(),
+                        &topic,
+                        true,
+                        &raw(response),
+                    )
+                }
+                Ok(_) => return,
+                Err(e) => {
+                    m::protocol_error(e.code());
+                    let message = e.to_string();
+                    let detail = message
+                        .split_once(": ")
+                        .map_or(message.as_str(), |(_, d)| d);
+                    wire::reply_error(
+                        act.vsn,
+                        join_ref.as_deref(),
+                        msg_ref.as_deref(),
+                        &topic,
+                        e.code(),
+                        detail,
+                    )
+                }
+            };
+            act.push(frame);
+        }));
+        Ok(())
     }
 
     fn presence(&mut self, frame: &InboundFrame) -> Result<(), Refusal> {
@@ -570,5 +677,110 @@ fn json_payload<T: for<'de> Deserialize<'de>>(payload: &Payload) -> Result<T, St
     match payload {
         Payload::Json(raw) => serde_json::from_str(raw.get()).map_err(|e| e.to_string()),
         Payload::UserBroadcast(_) => Err("a binary frame is only accepted for broadcast".into()),
+    }
+}
+
+/// What a join asked to get back.
+enum Wanted {
+    Recover(RecoverConfig),
+    Replay(ReplayConfig),
+}
+
+/// A stored publication as kept in memory and replayed.
+fn cached(p: locus_storage::Stored) -> Arc<CachedPublication> {
+    let body = match p.encoding {
+        locus_storage::Encoding::Json => match String::from_utf8(p.payload)
+            .ok()
+            .and_then(|s| RawValue::from_string(s).ok())
+        {
+            Some(json) => Body::Json(Arc::from(json)),
+            None => Body::Json(Arc::from(raw("null".into()))),
+        },
+        locus_storage::Encoding::Binary => Body::Binary {
+            encoding: locus_protocol::PayloadEncoding::Binary,
+            data: Bytes::from(p.payload),
+        },
+    };
+    Arc::new(CachedPublication {
+        offset: p.offset,
+        event: p.event,
+        body,
+        client_id: p.client_id.map(Arc::from),
+        created_at_ms: p.created_at_ms,
+    })
+}
+
+/// Reads what a joining client missed: from the history window when it covers the gap, else
+/// from the database. The room adds what was committed after this read.
+async fn prepare_recovery(
+    storage: Option<&StorageHandle>,
+    topic: &str,
+    wanted: Wanted,
+) -> Recovery {
+    let not_possible = |replay: bool| Recovery {
+        possible: false,
+        epoch: None,
+        after_offset: 0,
+        entries: Vec::new(),
+        replay,
+    };
+    let Some(storage) = storage else {
+        // Only durable topics have a history.
+        return not_possible(matches!(wanted, Wanted::Replay(_)));
+    };
+    match wanted {
+        Wanted::Recover(r) => {
+            let epoch: Arc<str> = Arc::from(r.epoch.as_str());
+            if let Coverage::Covered(entries) = storage.cache.after(topic, &r.epoch, r.offset) {
+                return Recovery {
+                    possible: true,
+                    epoch: Some(epoch),
+                    after_offset: r.offset,
+                    entries,
+                    replay: false,
+                };
+            }
+            let max = storage.limits.recover_publications_max;
+            let Ok(h) = storage.store.history(topic, r.offset, max + 1).await else {
+                return not_possible(false);
+            };
+            let same_epoch = h.epoch.as_deref() == Some(r.epoch.as_str());
+            let first_missing = r.offset + 1;
+            let gap_retained = match h.first_offset {
+                Some(first) => first <= first_missing,
+                None => h.next_offset <= first_missing,
+            };
+            if !same_epoch || !gap_retained || h.publications.len() > max {
+                return not_possible(false);
+            }
+            let entries = h.publications.into_iter().map(cached).collect();
+            Recovery {
+                possible: true,
+                epoch: Some(epoch),
+                after_offset: r.offset,
+                entries,
+                replay: false,
+            }
+        }
+        Wanted::Replay(r) => {
+            let max = storage.limits.replay_publications_max;
+            let limit = r.limit.unwrap_or(max).min(max);
+            match storage.store.history_since(topic, r.since, limit).await {
+                Ok(h) => {
+                    let after_offset = h
+                        .publications
+                        .first()
+                        .map_or(0, |p| p.offset.saturating_sub(1));
+                    Recovery {
+                        possible: true,
+                        epoch: h.epoch.map(Arc::from),
+                        after_offset,
+                        entries: h.publications.into_iter().map(cached).collect(),
+                        replay: true,
+                    }
+                }
+                Err(_) => not_possible(true),
+            }
+        }
     }
 }

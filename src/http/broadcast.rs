@@ -64,23 +64,47 @@ pub async fn broadcast(
             body: Body::Json(payload),
             sender: None,
             accepted_at: Instant::now(),
+            durable: None,
         });
     }
     let total = publications.len();
-    let mut refused = 0;
-    for p in publications {
-        if state.engine.broker.publish(p).is_err() {
-            refused += 1;
-        }
-    }
-    if refused > 0 {
+    let results =
+        futures_util::future::join_all(publications.into_iter().map(|p| publish(&state, p))).await;
+    let refused: Vec<ApiError> = results.into_iter().filter_map(Result::err).collect();
+    if let Some(first) = refused.first() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "RoomBusy",
-            &format!("{refused} of {total} messages were refused by overloaded rooms; retry them"),
+            first.code,
+            &format!(
+                "{} of {total} messages were refused ({}); retry them",
+                refused.len(),
+                first.message
+            ),
         ));
     }
     Ok(HttpResponse::Accepted().finish())
+}
+
+/// Publishes one message: through the storage writer (answering after commit) on durable
+/// topics, straight to the broker otherwise.
+async fn publish(state: &AppState, publication: Publication) -> Result<(), ApiError> {
+    let unavailable =
+        |code, message: &str| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message);
+    let Some(storage) = state.engine.durable(&publication.topic) else {
+        return state
+            .engine
+            .broker
+            .publish(publication)
+            .map_err(|e| unavailable("RoomBusy", &e.to_string()));
+    };
+    let completion = storage
+        .append(publication, None, None)
+        .map_err(|e| unavailable(e.code(), &e.to_string()))?;
+    match completion.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(unavailable(e.code(), &e.to_string())),
+        Err(_) => Err(unavailable("StorageUnavailable", "storage writer stopped")),
+    }
 }
 
 #[derive(Deserialize)]
@@ -130,12 +154,9 @@ pub async fn broadcast_event(
         body,
         sender: None,
         accepted_at: Instant::now(),
+        durable: None,
     };
-    state
-        .engine
-        .broker
-        .publish(publication)
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "RoomBusy", &e.to_string()))?;
+    publish(&state, publication).await?;
     Ok(HttpResponse::Accepted().finish())
 }
 

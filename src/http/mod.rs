@@ -3,4 +3,6 @@
 pub mod broadcast;
 pub mod error;
 pub mod health;
+pub mod history;
 pub mod metrics;
+pub mod time;

@@ -37,12 +37,22 @@ impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         use sqlx::Error as E;
         let transient = match &e {
-            E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed | E::Protocol(_) => true,
+            E::Io(_)
+            | E::Tls(_)
+            | E::PoolTimedOut
+            | E::PoolClosed
+            | E::WorkerCrashed
+            | E::Protocol(_) => true,
             E::Database(db) => db.code().is_some_and(|c| {
                 // Postgres: connection exceptions (08), admin/crash shutdown (57P0x), cannot
                 // connect now (57P03), serialization failure and deadlock (40001, 40P01).
                 // SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6).
-                c.starts_with("08") || c.starts_with("57P") || c == "40001" || c == "40P01" || c == "5" || c == "6"
+                c.starts_with("08")
+                    || c.starts_with("57P")
+                    || c == "40001"
+                    || c == "40P01"
+                    || c == "5"
+                    || c == "6"
             }),
             _ => false,
         };

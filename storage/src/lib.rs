@@ -94,13 +94,26 @@ pub struct History {
 /// Durable topic history.
 pub trait Storage: Send + Sync + 'static {
     /// Stores a batch in one transaction; outcomes are in input order.
-    fn append(&self, batch: &[NewPublication]) -> impl Future<Output = Result<Vec<Appended>, StoreError>> + Send;
+    fn append(
+        &self,
+        batch: &[NewPublication],
+    ) -> impl Future<Output = Result<Vec<Appended>, StoreError>> + Send;
 
     /// Publications of `topic` with offsets above `after_offset`, oldest first, at most `limit`.
-    fn history(&self, topic: &str, after_offset: u64, limit: usize) -> impl Future<Output = Result<History, StoreError>> + Send;
+    fn history(
+        &self,
+        topic: &str,
+        after_offset: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<History, StoreError>> + Send;
 
     /// Publications of `topic` created at or after `since_ms`, oldest first, at most `limit`.
-    fn history_since(&self, topic: &str, since_ms: i64, limit: usize) -> impl Future<Output = Result<History, StoreError>> + Send;
+    fn history_since(
+        &self,
+        topic: &str,
+        since_ms: i64,
+        limit: usize,
+    ) -> impl Future<Output = Result<History, StoreError>> + Send;
 
     /// Removes publications created before `cutoff_ms` (whole days on Postgres); returns how
     /// many rows (SQLite) or partitions (Postgres) went.
@@ -121,11 +134,17 @@ impl AnyStore {
     /// Connects (creating the SQLite file and its directory if needed) and applies migrations.
     pub async fn connect(url: &str, pool_connections_max: u32) -> Result<AnyStore, StoreError> {
         if url.starts_with("sqlite:") {
-            Ok(AnyStore::Sqlite(sqlite::SqliteStore::connect(url, pool_connections_max).await?))
+            Ok(AnyStore::Sqlite(
+                sqlite::SqliteStore::connect(url, pool_connections_max).await?,
+            ))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Ok(AnyStore::Postgres(postgres::PgStore::connect(url, pool_connections_max).await?))
+            Ok(AnyStore::Postgres(
+                postgres::PgStore::connect(url, pool_connections_max).await?,
+            ))
         } else {
-            Err(StoreError::Config(format!("storage.url must start with sqlite: or postgres:, got {url:?}")))
+            Err(StoreError::Config(format!(
+                "storage.url must start with sqlite: or postgres:, got {url:?}"
+            )))
         }
     }
 
@@ -152,11 +171,21 @@ impl Storage for AnyStore {
         delegate!(self, s => s.append(batch))
     }
 
-    async fn history(&self, topic: &str, after_offset: u64, limit: usize) -> Result<History, StoreError> {
+    async fn history(
+        &self,
+        topic: &str,
+        after_offset: u64,
+        limit: usize,
+    ) -> Result<History, StoreError> {
         delegate!(self, s => s.history(topic, after_offset, limit))
     }
 
-    async fn history_since(&self, topic: &str, since_ms: i64, limit: usize) -> Result<History, StoreError> {
+    async fn history_since(
+        &self,
+        topic: &str,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<History, StoreError> {
         delegate!(self, s => s.history_since(topic, since_ms, limit))
     }
 
@@ -177,7 +206,11 @@ pub fn new_epoch() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    format!("{:x}{:04x}", nanos, COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff)
+    format!(
+        "{:x}{:04x}",
+        nanos,
+        COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff
+    )
 }
 
 /// Milliseconds since the Unix epoch, now.
@@ -198,18 +231,34 @@ pub(crate) fn assign_offsets<'a>(
 ) -> (Vec<Appended>, Vec<(&'a NewPublication, i64)>) {
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut rows = Vec::with_capacity(batch.len());
-    let mut in_batch: std::collections::HashMap<(&str, &str), usize> = std::collections::HashMap::new();
+    let mut in_batch: std::collections::HashMap<(&str, &str), usize> =
+        std::collections::HashMap::new();
     for p in batch {
-        let (epoch, next) = topics.get_mut(p.topic.as_str()).expect("every topic of the batch was loaded");
+        let (epoch, next) = topics
+            .get_mut(p.topic.as_str())
+            .expect("every topic of the batch was loaded");
         if let Some(&(offset, created)) = existing.get(&(p.topic.clone(), p.idem_key.clone())) {
-            outcomes.push(Appended { offset: offset as u64, epoch: epoch.clone(), created_at_ms: created, duplicate: true });
+            outcomes.push(Appended {
+                offset: offset as u64,
+                epoch: epoch.clone(),
+                created_at_ms: created,
+                duplicate: true,
+            });
         } else if let Some(&first) = in_batch.get(&(p.topic.as_str(), p.idem_key.as_str())) {
             let original: &Appended = &outcomes[first];
-            let dup = Appended { duplicate: true, ..original.clone() };
+            let dup = Appended {
+                duplicate: true,
+                ..original.clone()
+            };
             outcomes.push(dup);
         } else {
             in_batch.insert((&p.topic, &p.idem_key), outcomes.len());
-            outcomes.push(Appended { offset: *next as u64, epoch: epoch.clone(), created_at_ms: p.created_at_ms, duplicate: false });
+            outcomes.push(Appended {
+                offset: *next as u64,
+                epoch: epoch.clone(),
+                created_at_ms: p.created_at_ms,
+                duplicate: false,
+            });
             rows.push((p, *next));
             *next += 1;
         }

@@ -10,7 +10,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::SqlSafeStr;
 
-use crate::{new_epoch, Appended, Encoding, History, NewPublication, Storage, Stored, StoreError};
+use crate::{new_epoch, Appended, Encoding, History, NewPublication, Storage, StoreError, Stored};
 
 /// How long a caller waits for a pooled connection before the attempt fails (transient), so an
 /// outage surfaces as retryable errors instead of hanging the writer.
@@ -34,7 +34,15 @@ fn migrator() -> Migrator {
     )])
 }
 
-type Row = (i64, String, i16, Vec<u8>, Option<String>, Option<String>, i64);
+type Row = (
+    i64,
+    String,
+    i16,
+    Vec<u8>,
+    Option<String>,
+    Option<String>,
+    i64,
+);
 
 const SELECT_COLUMNS: &str = "msg_offset, event, encoding, payload, user_id, client_id, \
      (extract(epoch from created_at) * 1000)::bigint";
@@ -74,15 +82,20 @@ impl PgStore {
         Ok(())
     }
 
-    async fn topic_meta(&self, topic: &str) -> Result<(Option<String>, u64, Option<u64>), StoreError> {
-        let meta: Option<(String, i64)> = sqlx::query_as("SELECT epoch, next_offset FROM topics WHERE topic = $1")
-            .bind(topic)
-            .fetch_optional(&self.pool)
-            .await?;
-        let first: (Option<i64>,) = sqlx::query_as("SELECT MIN(msg_offset) FROM messages WHERE topic = $1")
-            .bind(topic)
-            .fetch_one(&self.pool)
-            .await?;
+    async fn topic_meta(
+        &self,
+        topic: &str,
+    ) -> Result<(Option<String>, u64, Option<u64>), StoreError> {
+        let meta: Option<(String, i64)> =
+            sqlx::query_as("SELECT epoch, next_offset FROM topics WHERE topic = $1")
+                .bind(topic)
+                .fetch_optional(&self.pool)
+                .await?;
+        let first: (Option<i64>,) =
+            sqlx::query_as("SELECT MIN(msg_offset) FROM messages WHERE topic = $1")
+                .bind(topic)
+                .fetch_one(&self.pool)
+                .await?;
         let (epoch, next) = match meta {
             Some((e, n)) => (Some(e), n as u64),
             None => (None, 1),
@@ -126,8 +139,10 @@ impl Storage for PgStore {
         .bind(&key_keys)
         .fetch_all(&mut *tx)
         .await?;
-        let existing: HashMap<(String, String), (i64, i64)> =
-            found.into_iter().map(|(t, k, o, c)| ((t, k), (o, c))).collect();
+        let existing: HashMap<(String, String), (i64, i64)> = found
+            .into_iter()
+            .map(|(t, k, o, c)| ((t, k), (o, c)))
+            .collect();
         let (outcomes, rows) = crate::assign_offsets(batch, &mut topics, &existing);
         if !rows.is_empty() {
             let done = sqlx::query(
@@ -149,7 +164,8 @@ impl Storage for PgStore {
             .await?;
             debug_assert_eq!(done.rows_affected() as usize, rows.len());
         }
-        let (names, nexts): (Vec<&str>, Vec<i64>) = topics.iter().map(|(t, (_, n))| (*t, *n)).unzip();
+        let (names, nexts): (Vec<&str>, Vec<i64>) =
+            topics.iter().map(|(t, (_, n))| (*t, *n)).unzip();
         sqlx::query("UPDATE topics SET next_offset = u.n FROM UNNEST($1::text[], $2::bigint[]) AS u(t, n) WHERE topics.topic = u.t")
             .bind(&names)
             .bind(&nexts)
@@ -159,7 +175,12 @@ impl Storage for PgStore {
         Ok(outcomes)
     }
 
-    async fn history(&self, topic: &str, after_offset: u64, limit: usize) -> Result<History, StoreError> {
+    async fn history(
+        &self,
+        topic: &str,
+        after_offset: u64,
+        limit: usize,
+    ) -> Result<History, StoreError> {
         let sql = format!(
             "SELECT {SELECT_COLUMNS} FROM messages WHERE topic = $1 AND msg_offset > $2 ORDER BY msg_offset LIMIT $3"
         );
@@ -170,10 +191,20 @@ impl Storage for PgStore {
             .fetch_all(&self.pool)
             .await?;
         let (epoch, next_offset, first_offset) = self.topic_meta(topic).await?;
-        Ok(History { epoch, first_offset, next_offset, publications: rows.into_iter().map(stored).collect() })
+        Ok(History {
+            epoch,
+            first_offset,
+            next_offset,
+            publications: rows.into_iter().map(stored).collect(),
+        })
     }
 
-    async fn history_since(&self, topic: &str, since_ms: i64, limit: usize) -> Result<History, StoreError> {
+    async fn history_since(
+        &self,
+        topic: &str,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<History, StoreError> {
         let sql = format!(
             "SELECT {SELECT_COLUMNS} FROM messages WHERE topic = $1 \
              AND created_at >= to_timestamp($2::double precision / 1000) ORDER BY msg_offset LIMIT $3"
@@ -185,14 +216,21 @@ impl Storage for PgStore {
             .fetch_all(&self.pool)
             .await?;
         let (epoch, next_offset, first_offset) = self.topic_meta(topic).await?;
-        Ok(History { epoch, first_offset, next_offset, publications: rows.into_iter().map(stored).collect() })
+        Ok(History {
+            epoch,
+            first_offset,
+            next_offset,
+            publications: rows.into_iter().map(stored).collect(),
+        })
     }
 
     async fn purge_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
-        let (dropped,): (i32,) = sqlx::query_as("SELECT locus_drop_partitions_before(to_timestamp($1::double precision / 1000))")
-            .bind(cutoff_ms)
-            .fetch_one(&self.pool)
-            .await?;
+        let (dropped,): (i32,) = sqlx::query_as(
+            "SELECT locus_drop_partitions_before(to_timestamp($1::double precision / 1000))",
+        )
+        .bind(cutoff_ms)
+        .fetch_one(&self.pool)
+        .await?;
         self.ensure_partitions().await?;
         Ok(dropped as u64)
     }

@@ -7,10 +7,12 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Sqlite, SqlSafeStr};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, SqlSafeStr, Sqlite};
 
-use crate::{new_epoch, Appended, Encoding, History, NewPublication, Storage, Stored, StoreError};
+use crate::{new_epoch, Appended, Encoding, History, NewPublication, Storage, StoreError, Stored};
 
 /// How long a connection waits on a locked database before failing (transient).
 const BUSY_TIMEOUT_MS: u64 = 5_000;
@@ -34,7 +36,15 @@ fn migrator() -> Migrator {
     )])
 }
 
-type Row = (i64, String, i64, Vec<u8>, Option<String>, Option<String>, i64);
+type Row = (
+    i64,
+    String,
+    i64,
+    Vec<u8>,
+    Option<String>,
+    Option<String>,
+    i64,
+);
 
 fn stored(r: Row) -> Stored {
     Stored {
@@ -58,8 +68,9 @@ impl SqliteStore {
             .busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS));
         if let Some(dir) = options.get_filename().parent() {
             if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| StoreError::Config(format!("cannot create {}: {e}", dir.display())))?;
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Config(format!("cannot create {}: {e}", dir.display()))
+                })?;
             }
         }
         let pool = SqlitePoolOptions::new()
@@ -70,15 +81,20 @@ impl SqliteStore {
         Ok(SqliteStore { pool })
     }
 
-    async fn topic_meta(&self, topic: &str) -> Result<(Option<String>, u64, Option<u64>), StoreError> {
-        let meta: Option<(String, i64)> = sqlx::query_as("SELECT epoch, next_offset FROM topics WHERE topic = ?1")
-            .bind(topic)
-            .fetch_optional(&self.pool)
-            .await?;
-        let first: (Option<i64>,) = sqlx::query_as("SELECT MIN(msg_offset) FROM messages WHERE topic = ?1")
-            .bind(topic)
-            .fetch_one(&self.pool)
-            .await?;
+    async fn topic_meta(
+        &self,
+        topic: &str,
+    ) -> Result<(Option<String>, u64, Option<u64>), StoreError> {
+        let meta: Option<(String, i64)> =
+            sqlx::query_as("SELECT epoch, next_offset FROM topics WHERE topic = ?1")
+                .bind(topic)
+                .fetch_optional(&self.pool)
+                .await?;
+        let first: (Option<i64>,) =
+            sqlx::query_as("SELECT MIN(msg_offset) FROM messages WHERE topic = ?1")
+                .bind(topic)
+                .fetch_one(&self.pool)
+                .await?;
         let (epoch, next) = match meta {
             Some((e, n)) => (Some(e), n as u64),
             None => (None, 1),
@@ -102,24 +118,27 @@ impl Storage for SqliteStore {
                 .bind(new_epoch())
                 .execute(&mut *tx)
                 .await?;
-            let meta: (String, i64) = sqlx::query_as("SELECT epoch, next_offset FROM topics WHERE topic = ?1")
-                .bind(&p.topic)
-                .fetch_one(&mut *tx)
-                .await?;
+            let meta: (String, i64) =
+                sqlx::query_as("SELECT epoch, next_offset FROM topics WHERE topic = ?1")
+                    .bind(&p.topic)
+                    .fetch_one(&mut *tx)
+                    .await?;
             topics.insert(&p.topic, meta);
         }
         let mut existing: HashMap<(String, String), (i64, i64)> = HashMap::new();
         for (topic, keys) in &keys_by_topic {
             for chunk in keys.chunks(LOOKUP_KEYS_MAX) {
-                let mut qb: QueryBuilder<Sqlite> =
-                    QueryBuilder::new("SELECT idem_key, msg_offset, created_at FROM messages WHERE topic = ");
+                let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                    "SELECT idem_key, msg_offset, created_at FROM messages WHERE topic = ",
+                );
                 qb.push_bind(*topic).push(" AND idem_key IN (");
                 let mut sep = qb.separated(", ");
                 for k in chunk {
                     sep.push_bind(*k);
                 }
                 qb.push(")");
-                let found: Vec<(String, i64, i64)> = qb.build_query_as().fetch_all(&mut *tx).await?;
+                let found: Vec<(String, i64, i64)> =
+                    qb.build_query_as().fetch_all(&mut *tx).await?;
                 for (k, o, c) in found {
                     existing.insert((topic.to_string(), k), (o, c));
                 }
@@ -155,7 +174,12 @@ impl Storage for SqliteStore {
         Ok(outcomes)
     }
 
-    async fn history(&self, topic: &str, after_offset: u64, limit: usize) -> Result<History, StoreError> {
+    async fn history(
+        &self,
+        topic: &str,
+        after_offset: u64,
+        limit: usize,
+    ) -> Result<History, StoreError> {
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT msg_offset, event, encoding, payload, user_id, client_id, created_at FROM messages \
              WHERE topic = ?1 AND msg_offset > ?2 ORDER BY msg_offset LIMIT ?3",
@@ -166,10 +190,20 @@ impl Storage for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         let (epoch, next_offset, first_offset) = self.topic_meta(topic).await?;
-        Ok(History { epoch, first_offset, next_offset, publications: rows.into_iter().map(stored).collect() })
+        Ok(History {
+            epoch,
+            first_offset,
+            next_offset,
+            publications: rows.into_iter().map(stored).collect(),
+        })
     }
 
-    async fn history_since(&self, topic: &str, since_ms: i64, limit: usize) -> Result<History, StoreError> {
+    async fn history_since(
+        &self,
+        topic: &str,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<History, StoreError> {
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT msg_offset, event, encoding, payload, user_id, client_id, created_at FROM messages \
              WHERE topic = ?1 AND created_at >= ?2 ORDER BY msg_offset LIMIT ?3",
@@ -180,11 +214,19 @@ impl Storage for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         let (epoch, next_offset, first_offset) = self.topic_meta(topic).await?;
-        Ok(History { epoch, first_offset, next_offset, publications: rows.into_iter().map(stored).collect() })
+        Ok(History {
+            epoch,
+            first_offset,
+            next_offset,
+            publications: rows.into_iter().map(stored).collect(),
+        })
     }
 
     async fn purge_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM messages WHERE created_at < ?1").bind(cutoff_ms).execute(&self.pool).await?;
+        let done = sqlx::query("DELETE FROM messages WHERE created_at < ?1")
+            .bind(cutoff_ms)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected())
     }
 

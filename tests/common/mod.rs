@@ -19,14 +19,19 @@ pub struct TestServer {
     pub addr: SocketAddr,
     control: locus::ServerControl,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Holds the SQLite file of this server (unless the test chose another store).
+    _data: tempfile::TempDir,
 }
 
 impl TestServer {
     /// Starts a server with the default config, adjusted by `adjust`.
     pub fn start_with(adjust: impl FnOnce(&mut locus::Config) + Send + 'static) -> TestServer {
         let (tx, rx) = std::sync::mpsc::channel();
+        let data = tempfile::tempdir().expect("temp dir");
+        let sqlite_url = format!("sqlite://{}/locus.db", data.path().display());
         let thread = std::thread::spawn(move || {
             let mut config = locus::Config::default();
+            config.storage.url = sqlite_url;
             config.server.listen = "127.0.0.1:0".into();
             config.server.workers = 2;
             config.server.shutdown_timeout_ms = 1_000;
@@ -42,6 +47,7 @@ impl TestServer {
             addr,
             control,
             thread: Some(thread),
+            _data: data,
         }
     }
 

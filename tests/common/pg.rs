@@ -1,7 +1,7 @@
 //! A throwaway PostgreSQL cluster for one test: initdb in a temp dir, a free loopback port,
-#![allow(dead_code)]
 //! started with pg_ctl and removed on drop. The binaries come from PATH, else from
 //! /usr/lib/postgresql/<version>/bin. As root (initdb refuses root) it runs them as `postgres`.
+#![allow(dead_code)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -22,29 +22,62 @@ fn find_bin() -> PathBuf {
         }
     }
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|d| d.flatten().map(|e| e.path().join("bin")).filter(|b| b.join("initdb").is_file()).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path().join("bin"))
+                .filter(|b| b.join("initdb").is_file())
+                .collect()
+        })
         .unwrap_or_default();
     versions.sort();
-    versions.pop().expect("PostgreSQL is not installed: scripts/test.sh installs it")
+    versions
+        .pop()
+        .expect("PostgreSQL is not installed: scripts/test.sh installs it")
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false)
 }
 
 impl PgCluster {
     pub fn start() -> PgCluster {
         let bin = find_bin();
-        let dir = tempfile::Builder::new().prefix("locus-pg-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("locus-pg-")
+            .tempdir()
+            .expect("temp dir");
         if is_root() {
-            let ok = Command::new("chown").arg("-R").arg("postgres:postgres").arg(dir.path()).status().unwrap();
+            let ok = Command::new("chown")
+                .arg("-R")
+                .arg("postgres:postgres")
+                .arg(dir.path())
+                .status()
+                .unwrap();
             assert!(ok.success(), "chown of the cluster dir failed");
         }
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let cluster = PgCluster { dir, bin, port };
         cluster.run(
             "initdb",
-            &["-D", &cluster.data(), "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"],
+            &[
+                "-D",
+                &cluster.data(),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
         );
         cluster.start_server();
         cluster
@@ -57,7 +90,13 @@ impl PgCluster {
     fn run(&self, tool: &str, args: &[&str]) {
         let exe = self.bin.join(tool);
         let out = if is_root() {
-            Command::new("runuser").arg("-u").arg("postgres").arg("--").arg(&exe).args(args).output()
+            Command::new("runuser")
+                .arg("-u")
+                .arg("postgres")
+                .arg("--")
+                .arg(&exe)
+                .args(args)
+                .output()
         } else {
             Command::new(&exe).args(args).output()
         }
@@ -78,7 +117,10 @@ impl PgCluster {
             self.port,
             self.dir.path().display()
         );
-        self.run("pg_ctl", &["-D", &self.data(), "-l", &log, "-w", "start", "-o", &opts]);
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data(), "-l", &log, "-w", "start", "-o", &opts],
+        );
     }
 
     /// Stops the server (fast shutdown: connections are cut, data is kept).
@@ -101,7 +143,13 @@ impl Drop for PgCluster {
         let data = self.data();
         let args = ["-D", data.as_str(), "-w", "stop", "-m", "immediate"];
         let _ = if is_root() {
-            Command::new("runuser").arg("-u").arg("postgres").arg("--").arg(&exe).args(args).output()
+            Command::new("runuser")
+                .arg("-u")
+                .arg("postgres")
+                .arg("--")
+                .arg(&exe)
+                .args(args)
+                .output()
         } else {
             Command::new(&exe).args(args).output()
         };

@@ -1,0 +1,91 @@
+//! `GET /api/channels/<topic>/history?since_offset=&limit=`: a durable topic's history, for
+//! clients whose recovery answered `recovered: false`.
+//!
+//! Answers `{"topic","epoch","first_offset","next_offset","messages":[{"offset","event",
+//! "payload","id","user_id","created_at"}]}`; binary payloads come as `payload_base64`.
+
+use actix_web::{web, HttpResponse};
+use base64::Engine as _;
+use locus_actors::user_session::TOPIC_PREFIX;
+use locus_storage::{Encoding, Storage};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::http::error::ApiError;
+use crate::AppState;
+
+#[derive(Deserialize)]
+pub struct HistoryQuery {
+    #[serde(default)]
+    since_offset: u64,
+    limit: Option<usize>,
+}
+
+pub async fn history(
+    path: web::Path<String>,
+    query: web::Query<HistoryQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let name = path.into_inner();
+    let topic = if name.starts_with(TOPIC_PREFIX) {
+        name
+    } else {
+        format!("{TOPIC_PREFIX}{name}")
+    };
+    let storage = state.engine.durable(&topic).ok_or_else(|| {
+        ApiError::new(
+            actix_web::http::StatusCode::NOT_FOUND,
+            "NotDurable",
+            "this topic keeps no history",
+        )
+    })?;
+    let max = storage.limits.history_page_max;
+    let limit = query.limit.unwrap_or(max);
+    if limit == 0 || limit > max {
+        return Err(ApiError::bad_request(
+            "InvalidLimit",
+            &format!("limit must be 1..={max}"),
+        ));
+    }
+    let h = storage
+        .store
+        .history(&topic, query.since_offset, limit)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                "StorageUnavailable",
+                &e.to_string(),
+            )
+        })?;
+    let messages: Vec<Value> = h
+        .publications
+        .into_iter()
+        .map(|p| {
+            let mut m = json!({
+                "offset": p.offset,
+                "event": p.event,
+                "id": p.client_id,
+                "user_id": p.user_id,
+                "created_at": crate::http::time::rfc3339_ms(p.created_at_ms),
+            });
+            match p.encoding {
+                Encoding::Json => {
+                    m["payload"] = serde_json::from_slice(&p.payload).unwrap_or(Value::Null)
+                }
+                Encoding::Binary => {
+                    m["payload_base64"] =
+                        Value::from(base64::engine::general_purpose::STANDARD.encode(&p.payload))
+                }
+            }
+            m
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "topic": topic,
+        "epoch": h.epoch,
+        "first_offset": h.first_offset,
+        "next_offset": h.next_offset,
+        "messages": messages,
+    })))
+}

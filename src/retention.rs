@@ -1,0 +1,33 @@
+//! Retention: every `storage.retention_check_interval_ms`, removes publications older than
+//! `storage.retention_days` (whole daily partitions on Postgres, which also keeps the next
+//! days' partitions created).
+
+use std::time::Duration;
+
+use locus_actors::Engine;
+use locus_storage::Storage;
+
+const DAY_MS: i64 = 86_400_000;
+
+/// Starts the retention loop on the current arbiter (no-op without storage).
+pub fn spawn(engine: &Engine) {
+    let Some(storage) = engine.storage.clone() else {
+        return;
+    };
+    actix_web::rt::spawn(async move {
+        let every = Duration::from_millis(storage.limits.retention_check_interval_ms);
+        loop {
+            let cutoff =
+                locus_storage::now_ms() - i64::from(storage.limits.retention_days) * DAY_MS;
+            match storage.store.purge_before(cutoff).await {
+                Ok(removed) => tracing::info!(
+                    removed,
+                    retention_days = storage.limits.retention_days,
+                    "retention ran"
+                ),
+                Err(e) => tracing::warn!(error = %e, "retention failed; will retry"),
+            }
+            actix_web::rt::time::sleep(every).await;
+        }
+    });
+}
