@@ -12,12 +12,21 @@ use serde_json::{json, Value};
 const TOPIC: &str = "realtime:room:lobby";
 
 async fn publish(c: &mut Client, join_ref: &str, n: u64) -> Msg {
-    let r = c.push(Some(join_ref), TOPIC, "broadcast", json!({"type": "broadcast", "event": "msg", "payload": {"n": n}})).await;
+    let r = c
+        .push(
+            Some(join_ref),
+            TOPIC,
+            "broadcast",
+            json!({"type": "broadcast", "event": "msg", "payload": {"n": n}}),
+        )
+        .await;
     c.reply_to(&r).await
 }
 
 fn offsets(msgs: &[Msg]) -> Vec<u64> {
-    msgs.iter().map(|m| m.payload["meta"]["offset"].as_u64().unwrap()).collect()
+    msgs.iter()
+        .map(|m| m.payload["meta"]["offset"].as_u64().unwrap())
+        .collect()
 }
 
 async fn collect(c: &mut Client, n: usize) -> Vec<Msg> {
@@ -50,15 +59,24 @@ async fn durable_broadcasts_are_acked_with_offsets_and_listed_in_history() {
     assert!(got.iter().all(|m| m.payload["meta"]["epoch"] == epoch));
     assert_eq!(got[2].payload["payload"], json!({"n": 3}));
 
-    let (status, body) = http_get(&server.http("/api/channels/room:lobby/history?since_offset=2&limit=2")).await;
+    let (status, body) =
+        http_get(&server.http("/api/channels/room:lobby/history?since_offset=2&limit=2")).await;
     assert_eq!(status, 200, "{body}");
     let h: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(h["epoch"], epoch);
     assert_eq!(h["next_offset"], 6);
-    let listed: Vec<u64> = h["messages"].as_array().unwrap().iter().map(|m| m["offset"].as_u64().unwrap()).collect();
+    let listed: Vec<u64> = h["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["offset"].as_u64().unwrap())
+        .collect();
     assert_eq!(listed, vec![3, 4]);
     assert_eq!(h["messages"][0]["payload"], json!({"n": 3}));
-    assert!(h["messages"][0]["created_at"].as_str().unwrap().ends_with('Z'));
+    assert!(h["messages"][0]["created_at"]
+        .as_str()
+        .unwrap()
+        .ends_with('Z'));
 
     let (status, _) = http_get(&server.http("/api/channels/lobby/history")).await;
     assert_eq!(status, 404, "ephemeral topics keep no history");
@@ -82,14 +100,21 @@ async fn recover_scenario(server: &TestServer) {
         publish(&mut tx, &tj, n).await;
     }
     let mut back = server.client(Vsn::V1).await;
-    let reply = back.join_raw("9", TOPIC, json!({"recover": {"epoch": last["epoch"], "offset": last["offset"]}})).await;
+    let reply = back
+        .join_raw(
+            "9",
+            TOPIC,
+            json!({"recover": {"epoch": last["epoch"], "offset": last["offset"]}}),
+        )
+        .await;
     assert_eq!(reply.payload["response"]["recovered"], true, "{reply:?}");
     let missed = collect(&mut back, 4).await;
     assert_eq!(offsets(&missed), vec![4, 5, 6, 7]);
     assert_eq!(missed[0].payload["payload"], json!({"n": 4}));
     publish(&mut tx, &tj, 8).await;
     assert_eq!(offsets(&collect(&mut back, 1).await), vec![8]);
-    back.assert_none(Duration::from_millis(300), |m| m.event == "broadcast").await;
+    back.assert_none(Duration::from_millis(300), |m| m.event == "broadcast")
+        .await;
 }
 
 /// A client that missed publications gets exactly those on rejoin, in order, then live ones,
@@ -102,7 +127,10 @@ async fn recovery_sends_exactly_the_missed_publications() {
 /// The same when the window is too small and the gap is read from the database.
 #[tokio::test]
 async fn recovery_reads_the_database_beyond_the_window() {
-    recover_scenario(&TestServer::start_with(|c| c.storage.history_window_size = 2)).await;
+    recover_scenario(&TestServer::start_with(|c| {
+        c.storage.history_window_size = 2
+    }))
+    .await;
 }
 
 /// A changed epoch, a gap over `recover_publications_max`, or an ephemeral topic answer
@@ -127,11 +155,21 @@ async fn impossible_recoveries_answer_false() {
         let mut c = server.client(Vsn::V1).await;
         let reply = c.join_raw("1", topic, json!({"recover": recover})).await;
         assert_eq!(reply.payload["status"], "ok");
-        assert_eq!(reply.payload["response"]["recovered"], false, "{topic} {recover}");
-        c.assert_none(Duration::from_millis(200), |m| m.event == "broadcast").await;
+        assert_eq!(
+            reply.payload["response"]["recovered"], false,
+            "{topic} {recover}"
+        );
+        c.assert_none(Duration::from_millis(200), |m| m.event == "broadcast")
+            .await;
     }
     let mut c = server.client(Vsn::V1).await;
-    let reply = c.join_raw("1", TOPIC, json!({"recover": {"epoch": epoch, "offset": 3}})).await;
+    let reply = c
+        .join_raw(
+            "1",
+            TOPIC,
+            json!({"recover": {"epoch": epoch, "offset": 3}}),
+        )
+        .await;
     assert_eq!(reply.payload["response"]["recovered"], true);
     assert_eq!(offsets(&collect(&mut c, 2).await), vec![4, 5]);
 }
@@ -153,7 +191,8 @@ async fn client_ids_make_durable_broadcasts_idempotent() {
     assert_eq!(a1.payload["response"], a2.payload["response"]);
     let got = rx.next_event("broadcast").await;
     assert_eq!(got.payload["meta"]["id"], "c-1");
-    rx.assert_none(Duration::from_millis(300), |m| m.event == "broadcast").await;
+    rx.assert_none(Duration::from_millis(300), |m| m.event == "broadcast")
+        .await;
 }
 
 /// `broadcast.replay {since, limit}` sends stored publications marked `meta.replayed`.
@@ -166,7 +205,13 @@ async fn replay_sends_stored_publications_since_a_time() {
         publish(&mut tx, &tj, n).await;
     }
     let mut c = server.client(Vsn::V2).await;
-    let reply = c.join_raw("1", TOPIC, json!({"broadcast": {"replay": {"since": 0, "limit": 2}}})).await;
+    let reply = c
+        .join_raw(
+            "1",
+            TOPIC,
+            json!({"broadcast": {"replay": {"since": 0, "limit": 2}}}),
+        )
+        .await;
     assert_eq!(reply.payload["status"], "ok");
     let got = collect(&mut c, 2).await;
     assert_eq!(offsets(&got), vec![1, 2]);
@@ -177,7 +222,8 @@ async fn replay_sends_stored_publications_since_a_time() {
 #[tokio::test]
 async fn rest_broadcast_on_a_durable_topic_is_stored() {
     let server = TestServer::start();
-    let body = json!({"messages": [{"topic": "room:lobby", "event": "e", "payload": {"via": "rest"}}]});
+    let body =
+        json!({"messages": [{"topic": "room:lobby", "event": "e", "payload": {"via": "rest"}}]});
     let (status, _) = http_post(&server.http("/api/broadcast"), &body.to_string()).await;
     assert_eq!(status, 202);
     let (_, body) = http_get(&server.http("/api/channels/room:lobby/history")).await;

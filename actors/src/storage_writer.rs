@@ -232,8 +232,10 @@ async fn write_with_retry(
         .with_min_delay(Duration::from_millis(limits.retry_delay_ms_min))
         .with_max_delay(Duration::from_millis(limits.retry_delay_ms_max))
         .without_max_times()
-        .with_total_delay(Some(Duration::from_millis(limits.retry_window_ms)))
         .build();
+    // Wall time, not summed delays: each failed attempt can itself take a while (a pool
+    // timeout), and the window bounds how long publishers wait.
+    let give_up_at = Instant::now() + Duration::from_millis(limits.retry_window_ms);
     loop {
         let started = Instant::now();
         match store.append(&records).await {
@@ -244,7 +246,7 @@ async fn write_with_retry(
             }
             Err(e) if e.is_transient() => {
                 health.set_degraded(true);
-                match delays.next() {
+                match delays.next().filter(|d| Instant::now() + *d < give_up_at) {
                     Some(delay) => {
                         m::storage_retry();
                         tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, rows = records.len(), "storage write failed; retrying");

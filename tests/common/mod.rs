@@ -2,6 +2,7 @@
 //! real protocol over loopback WebSockets (both versions) and HTTP.
 #![allow(dead_code)]
 
+use serde_json::Value as JsonValue;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -384,5 +385,51 @@ impl Client {
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
         while let Ok(Some(Ok(_))) = tokio::time::timeout(RECV_TIMEOUT, self.ws.next()).await {}
+    }
+}
+
+impl Client {
+    /// Reads until `count` replies arrived (in any order), keyed by ref; other messages are skipped.
+    pub async fn replies(
+        &mut self,
+        count: usize,
+        wait: Duration,
+    ) -> std::collections::HashMap<String, Msg> {
+        let mut out = std::collections::HashMap::new();
+        while out.len() < count {
+            match self.recv(wait).await {
+                Received::Msg(m) if m.event == "phx_reply" => {
+                    out.insert(m.msg_ref.as_str().unwrap_or_default().to_owned(), m);
+                }
+                Received::Msg(_) => {}
+                other => panic!(
+                    "waiting for {count} replies, got {} then {other:?}",
+                    out.len()
+                ),
+            }
+        }
+        out
+    }
+}
+
+/// Pages through a durable topic's history API: `(offset, payload)` in order.
+pub async fn full_history(server_http: &str, topic: &str) -> Vec<(u64, JsonValue)> {
+    let mut out = Vec::new();
+    let mut since = 0;
+    loop {
+        let (status, body) = http_get(&format!(
+            "{server_http}/api/channels/{topic}/history?since_offset={since}&limit=1000"
+        ))
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let page = v["messages"].as_array().unwrap();
+        if page.is_empty() {
+            return out;
+        }
+        for m in page {
+            since = m["offset"].as_u64().unwrap();
+            out.push((since, m["payload"].clone()));
+        }
     }
 }
