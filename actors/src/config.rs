@@ -155,6 +155,10 @@ pub struct StorageLimits {
     pub retention_check_interval_ms: u64,
     /// Database connections in the pool. Default 8.
     pub pool_connections_max: u32,
+    /// Storage writer actors. A topic always goes to the same writer (so its offsets and
+    /// deliveries stay in order); several writers commit batches of different topics in
+    /// parallel. Default 2.
+    pub writers: usize,
 }
 
 impl Default for StorageLimits {
@@ -176,6 +180,7 @@ impl Default for StorageLimits {
             retention_days: 30,
             retention_check_interval_ms: 3_600_000,
             pool_connections_max: 8,
+            writers: 2,
         }
     }
 }
@@ -188,6 +193,9 @@ impl StorageLimits {
         }
         if self.retry_delay_ms_min == 0 || self.retry_delay_ms_min > self.retry_delay_ms_max {
             return err("storage.retry_delay_ms_min must be in 1..=storage.retry_delay_ms_max");
+        }
+        if self.writers == 0 || self.writers as u32 > self.pool_connections_max {
+            return err("storage.writers must be in 1..=storage.pool_connections_max");
         }
         if self.history_window_size == 0 || self.history_page_max == 0 || self.retention_days == 0 {
             return err(

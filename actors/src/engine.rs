@@ -18,7 +18,8 @@ use locus_protocol::PayloadEncoding;
 /// Durable topics: the store, its writer actor and the in-memory history window.
 #[derive(Clone)]
 pub struct StorageHandle {
-    pub writer: Addr<StorageWriter>,
+    /// The writers; a topic's publications all go to `writers[hash(topic) % len]`.
+    pub writers: Arc<[Addr<StorageWriter>]>,
     pub store: AnyStore,
     pub cache: HistoryCache,
     pub limits: Arc<StorageLimits>,
@@ -52,16 +53,20 @@ impl Engine {
         let broker: Arc<dyn Broker> = Arc::new(InProcessBroker::new(rooms.clone()));
         let storage = storage.zip(cache).map(|((store, limits), cache)| {
             let health = StorageHealth::default();
-            let writer = StorageWriter::new(
-                store.clone(),
-                broker.clone(),
-                cache.clone(),
-                limits.clone(),
-                health.clone(),
-            )
-            .start();
+            let writers: Vec<_> = (0..limits.writers)
+                .map(|_| {
+                    let writer = StorageWriter::new(
+                        store.clone(),
+                        broker.clone(),
+                        cache.clone(),
+                        limits.clone(),
+                        health.clone(),
+                    );
+                    writer.start()
+                })
+                .collect();
             StorageHandle {
-                writer,
+                writers: writers.into(),
                 store,
                 cache,
                 limits: Arc::new(limits),
@@ -90,6 +95,16 @@ impl Engine {
 }
 
 impl StorageHandle {
+    /// The writer that owns `topic`.
+    pub fn writer_for(&self, topic: &str) -> &Addr<StorageWriter> {
+        use std::hash::BuildHasher;
+        // A fixed-key hasher: the same topic must map to the same writer for the process's life.
+        let hash =
+            std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+                .hash_one(topic);
+        &self.writers[(hash % self.writers.len() as u64) as usize]
+    }
+
     /// Hands a publication of a durable topic to the storage writer without waiting. The
     /// receiver completes after commit (the publication is then delivered with its offset), or
     /// with the reason it was not stored. `client_id` makes re-sends by the same user
@@ -129,7 +144,7 @@ impl StorageHandle {
             created_at_ms: locus_storage::now_ms(),
         };
         let (done, completion) = tokio::sync::oneshot::channel();
-        self.writer
+        self.writer_for(&publication.topic)
             .try_send(Append {
                 record,
                 delivery: publication,

@@ -4,7 +4,11 @@
 //! Scenario `fanout`: `--clients` subscribers spread over `--rooms` rooms, `--publishers`
 //! extra connections each publishing `--rate` messages/s of `--payload-bytes` into the rooms
 //! for `--duration-s`. Each payload carries its send time, so every delivery yields a latency.
+//!
+//! Scenario `durable`: connections publishing with `ack` on durable topics, `--window` in
+//! flight each; reports acknowledged publications per second and publish → ack latency.
 
+mod durable;
 mod fanout;
 mod metrics_probe;
 mod report;
@@ -22,6 +26,8 @@ struct Cli {
 enum Scenario {
     /// Room fan-out: subscribers in rooms, publishers at a target rate.
     Fanout(fanout::FanoutArgs),
+    /// Acknowledged publications on durable topics, a window in flight per connection.
+    Durable(durable::DurableArgs),
 }
 
 #[tokio::main]
@@ -29,6 +35,7 @@ async fn main() {
     let cli = Cli::parse();
     let summary = match cli.scenario {
         Scenario::Fanout(args) => fanout::run(args).await,
+        Scenario::Durable(args) => durable::run(args).await,
     };
     println!(
         "{}",
