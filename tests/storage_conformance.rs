@@ -4,7 +4,8 @@
 #[path = "common/pg.rs"]
 mod pg;
 
-use locus_storage::{AnyStore, Encoding, NewPublication, Storage};
+use locus_geo::{haversine_m, Point};
+use locus_storage::{AnyStore, Encoding, NearbyQuery, NewGeoMessage, NewPublication, Storage};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -28,6 +29,8 @@ async fn suite(store: AnyStore) {
     payloads_round_trip(&store).await;
     history_since_filters_by_time(&store).await;
     purge_removes_old_days_and_keeps_new(&store).await;
+    geo_messages_are_idempotent(&store).await;
+    nearby_matches_brute_force(&store).await;
     store.ping().await.unwrap();
 }
 
@@ -161,6 +164,74 @@ async fn purge_removes_old_days_and_keeps_new(s: &AnyStore) {
     );
     assert_eq!(h.first_offset, Some(2));
     assert_eq!(h.next_offset, 3, "offsets are not reused after retention");
+}
+
+fn geo(id: &str, lat: f64, lng: f64, created_at_ms: i64) -> NewGeoMessage {
+    NewGeoMessage {
+        id: id.into(),
+        user_id: "u1".into(),
+        content: format!("at {lat},{lng}"),
+        point: Point::new(lat, lng).unwrap(),
+        radius_m: 500.0,
+        created_at_ms,
+    }
+}
+
+/// A geo message re-sent with the same `(user, id)` is a duplicate with its original time.
+async fn geo_messages_are_idempotent(s: &AnyStore) {
+    let now = locus_storage::now_ms();
+    let first = s.append_geo(&[geo("g1", 10.0, 10.0, now)]).await.unwrap();
+    assert!(!first[0].duplicate);
+    let again = s.append_geo(&[geo("g1", 10.0, 10.0, now + 7), geo("g2", 10.0, 10.0, now), geo("g2", 10.0, 10.0, now)]).await.unwrap();
+    assert!(again[0].duplicate);
+    assert_eq!(again[0].created_at_ms, first[0].created_at_ms);
+    assert!(!again[1].duplicate);
+    assert!(again[2].duplicate);
+}
+
+/// `nearby` equals a brute-force haversine scan, nearest first, around the antimeridian, the
+/// poles and a city; `since` and `limit` apply.
+async fn nearby_matches_brute_force(s: &AnyStore) {
+    let now = locus_storage::now_ms();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let areas = [(0.0, 180.0, 0.05), (89.98, 0.0, 0.05), (-89.99, 30.0, 0.05), (48.85, 2.35, 0.1)];
+    let mut all = Vec::new();
+    for (a, &(lat, lng, spread)) in areas.iter().enumerate() {
+        for i in 0..150 {
+            let plat = (lat + (rnd() * 2.0 - 1.0) * spread).clamp(-90.0, 90.0);
+            let plng = (lng + (rnd() * 2.0 - 1.0) * spread + 540.0).rem_euclid(360.0) - 180.0;
+            all.push(geo(&format!("n{a}-{i}"), plat, plng, now - i as i64));
+        }
+    }
+    for chunk in all.chunks(100) {
+        s.append_geo(chunk).await.unwrap();
+    }
+    for &(lat, lng, _) in &areas {
+        for radius in [50.0, 800.0, 5_000.0, 30_000.0] {
+            let center = Point::new(lat, (lng + 540.0f64).rem_euclid(360.0) - 180.0).unwrap();
+            let q = NearbyQuery { center, radius_m: radius, limit: 1_000, since_ms: None };
+            let got: Vec<String> = s.nearby(&q).await.unwrap().into_iter().map(|h| h.message.id).collect();
+            let mut brute: Vec<(f64, String)> = all
+                .iter()
+                .map(|m| (haversine_m(center, m.point), m.id.clone()))
+                .filter(|(d, _)| *d <= radius)
+                .collect();
+            brute.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+            let want: Vec<String> = brute.into_iter().map(|(_, id)| id).collect();
+            assert_eq!(got, want, "center {center:?} radius {radius}");
+        }
+    }
+    let q = NearbyQuery { center: Point::new(48.85, 2.35).unwrap(), radius_m: 30_000.0, limit: 5, since_ms: Some(now - 9) };
+    let hits = s.nearby(&q).await.unwrap();
+    assert!(hits.len() <= 5 && !hits.is_empty());
+    assert!(hits.iter().all(|h| h.message.created_at_ms >= now - 9));
+    assert!(hits.windows(2).all(|w| w[0].distance_m <= w[1].distance_m));
 }
 
 #[tokio::test]

@@ -121,6 +121,93 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Checks the database answers.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Stores geo messages in one transaction; a message whose `(user_id, id)` is already
+    /// stored (or repeated in the batch) is a duplicate carrying the original `created_at`.
+    fn append_geo(&self, batch: &[NewGeoMessage]) -> impl Future<Output = Result<Vec<GeoAppended>, StoreError>> + Send;
+
+    /// Geo messages whose point is within `radius_m` of `center`, nearest first: a geohash
+    /// prefix range per covering cell (index scans), then the exact distance.
+    fn nearby(&self, query: &NearbyQuery) -> impl Future<Output = Result<Vec<NearbyHit>, StoreError>> + Send;
+}
+
+/// Length of the geohash stored with each geo message (4.8 m cells).
+pub const GEO_INDEX_LEN: usize = 9;
+/// Most prefix ranges one nearby query scans.
+pub const NEARBY_CELLS_MAX: usize = 32;
+
+/// A geo message to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewGeoMessage {
+    /// The client's id (idempotency per user).
+    pub id: String,
+    pub user_id: String,
+    pub content: String,
+    pub point: locus_geo::Point,
+    pub radius_m: f64,
+    pub created_at_ms: i64,
+}
+
+/// The outcome of storing one geo message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeoAppended {
+    pub created_at_ms: i64,
+    pub duplicate: bool,
+}
+
+/// A stored geo message with its distance from the query point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NearbyHit {
+    pub message: NewGeoMessage,
+    pub distance_m: f64,
+}
+
+/// `GET /api/nearby` as the store sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NearbyQuery {
+    pub center: locus_geo::Point,
+    pub radius_m: f64,
+    pub limit: usize,
+    /// Only messages created at or after this (ms since the Unix epoch).
+    pub since_ms: Option<i64>,
+}
+
+impl NearbyQuery {
+    /// The prefix ranges `[lo, hi)` of the cells covering the query circle.
+    pub(crate) fn prefix_ranges(&self) -> Vec<(String, String)> {
+        let (_, cells) = locus_geo::cover(self.center, self.radius_m, GEO_INDEX_LEN, NEARBY_CELLS_MAX);
+        // '~' sorts after every base32 character, so [cell, cell~) is exactly the prefix.
+        cells.into_iter().map(|c| (c.clone(), format!("{c}~"))).collect()
+    }
+
+    /// Keeps the candidates within the radius, nearest first, at most `limit`.
+    pub(crate) fn finish(&self, candidates: Vec<NewGeoMessage>) -> Vec<NearbyHit> {
+        let mut hits: Vec<NearbyHit> = candidates
+            .into_iter()
+            .filter(|m| self.since_ms.is_none_or(|s| m.created_at_ms >= s))
+            .map(|m| NearbyHit { distance_m: locus_geo::haversine_m(self.center, m.point), message: m })
+            .filter(|h| h.distance_m <= self.radius_m)
+            .collect();
+        hits.sort_by(|a, b| a.distance_m.total_cmp(&b.distance_m).then_with(|| a.message.id.cmp(&b.message.id)));
+        hits.truncate(self.limit);
+        hits
+    }
+}
+
+/// Splits a geo batch into first occurrences (to insert) and in-batch repeats.
+pub(crate) fn first_occurrences(batch: &[NewGeoMessage]) -> Vec<Option<usize>> {
+    let mut seen: std::collections::HashMap<(&str, &str), usize> = std::collections::HashMap::new();
+    batch
+        .iter()
+        .enumerate()
+        .map(|(i, m)| match seen.get(&(m.user_id.as_str(), m.id.as_str())) {
+            Some(&first) => Some(first),
+            None => {
+                seen.insert((&m.user_id, &m.id), i);
+                None
+            }
+        })
+        .collect()
 }
 
 /// The backend named by a URL: `sqlite://…` or `postgres://…`.
@@ -196,6 +283,14 @@ impl Storage for AnyStore {
     async fn ping(&self) -> Result<(), StoreError> {
         delegate!(self, s => s.ping())
     }
+
+    async fn append_geo(&self, batch: &[NewGeoMessage]) -> Result<Vec<GeoAppended>, StoreError> {
+        delegate!(self, s => s.append_geo(batch))
+    }
+
+    async fn nearby(&self, query: &NearbyQuery) -> Result<Vec<NearbyHit>, StoreError> {
+        delegate!(self, s => s.nearby(query))
+    }
 }
 
 /// A new topic epoch: distinct across topics created at different times and across restarts.
@@ -264,4 +359,70 @@ pub(crate) fn assign_offsets<'a>(
         }
     }
     (outcomes, rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use locus_geo::{haversine_m, Point};
+    use proptest::prelude::*;
+
+    fn near(center: (f64, f64), spread: f64) -> impl Strategy<Value = Point> {
+        (-spread..=spread, -spread..=spread).prop_map(move |(dlat, dlng)| {
+            let lat = (center.0 + dlat).clamp(-90.0, 90.0);
+            let lng = (center.1 + dlng + 540.0).rem_euclid(360.0) - 180.0;
+            Point::new(lat, lng).unwrap()
+        })
+    }
+
+    fn scenario() -> impl Strategy<Value = (Point, f64, Vec<Point>)> {
+        prop_oneof![
+            Just(((0.0, 180.0), 0.05)),
+            Just(((89.95, 0.0), 0.08)),
+            Just(((-89.97, 45.0), 0.05)),
+            Just(((48.85, 2.35), 0.2)),
+        ]
+        .prop_flat_map(|(c, spread)| (near(c, spread), 1.0f64..=20_000.0, proptest::collection::vec(near(c, spread), 1..120)))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+        /// The index path (prefix ranges of the covering cells, then the exact filter) returns
+        /// exactly what a brute-force haversine scan returns, in distance order — across the
+        /// antimeridian and near both poles.
+        #[test]
+        fn nearby_equals_brute_force((center, radius, points) in scenario()) {
+            let messages: Vec<NewGeoMessage> = points
+                .iter()
+                .enumerate()
+                .map(|(i, p)| NewGeoMessage {
+                    id: format!("{i}"),
+                    user_id: "u".into(),
+                    content: String::new(),
+                    point: *p,
+                    radius_m: 1.0,
+                    created_at_ms: 0,
+                })
+                .collect();
+            let q = NearbyQuery { center, radius_m: radius, limit: usize::MAX, since_ms: None };
+            let ranges = q.prefix_ranges();
+            let candidates: Vec<NewGeoMessage> = messages
+                .iter()
+                .filter(|m| {
+                    let h = locus_geo::encode(m.point, GEO_INDEX_LEN);
+                    ranges.iter().any(|(lo, hi)| h >= *lo && h < *hi)
+                })
+                .cloned()
+                .collect();
+            let got: Vec<String> = q.finish(candidates).into_iter().map(|h| h.message.id).collect();
+            let mut brute: Vec<(f64, String)> = messages
+                .iter()
+                .map(|m| (haversine_m(center, m.point), m.id.clone()))
+                .filter(|(d, _)| *d <= radius)
+                .collect();
+            brute.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+            let want: Vec<String> = brute.into_iter().map(|(_, id)| id).collect();
+            prop_assert_eq!(got, want);
+        }
+    }
 }

@@ -10,7 +10,10 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::SqlSafeStr;
 
-use crate::{new_epoch, Appended, Encoding, History, NewPublication, Storage, StoreError, Stored};
+use crate::{
+    new_epoch, Appended, Encoding, GeoAppended, History, NearbyHit, NearbyQuery, NewGeoMessage, NewPublication, Storage,
+    StoreError, Stored, GEO_INDEX_LEN,
+};
 
 /// How long a caller waits for a pooled connection before the attempt fails (transient), so an
 /// outage surfaces as retryable errors instead of hanging the writer.
@@ -25,13 +28,22 @@ pub struct PgStore {
 }
 
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        Cow::Borrowed("init"),
-        MigrationType::Simple,
-        include_str!("../../migrations/postgres/0001_init.sql").into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            Cow::Borrowed("init"),
+            MigrationType::Simple,
+            include_str!("../../migrations/postgres/0001_init.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            Cow::Borrowed("geo"),
+            MigrationType::Simple,
+            include_str!("../../migrations/postgres/0002_geo.sql").into_sql_str(),
+            false,
+        ),
+    ])
 }
 
 type Row = (
@@ -239,4 +251,82 @@ impl Storage for PgStore {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+
+    async fn append_geo(&self, batch: &[NewGeoMessage]) -> Result<Vec<GeoAppended>, StoreError> {
+        let repeats = crate::first_occurrences(batch);
+        let firsts: Vec<&NewGeoMessage> = batch.iter().zip(&repeats).filter(|(_, r)| r.is_none()).map(|(m, _)| m).collect();
+        let mut tx = self.pool.begin().await?;
+        let inserted: Vec<(String, String)> = sqlx::query_as(
+            "INSERT INTO geo_messages (id, user_id, content, lat, lng, radius_m, geohash, created_at) \
+             SELECT i, u, c, la, ln, r, g, to_timestamp(ms::double precision / 1000) \
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::float8[], $5::float8[], $6::float8[], $7::text[], $8::bigint[]) \
+             AS x(i, u, c, la, ln, r, g, ms) ON CONFLICT (user_id, id) DO NOTHING RETURNING user_id, id",
+        )
+        .bind(firsts.iter().map(|m| m.id.as_str()).collect::<Vec<_>>())
+        .bind(firsts.iter().map(|m| m.user_id.as_str()).collect::<Vec<_>>())
+        .bind(firsts.iter().map(|m| m.content.as_str()).collect::<Vec<_>>())
+        .bind(firsts.iter().map(|m| m.point.lat).collect::<Vec<f64>>())
+        .bind(firsts.iter().map(|m| m.point.lng).collect::<Vec<f64>>())
+        .bind(firsts.iter().map(|m| m.radius_m).collect::<Vec<f64>>())
+        .bind(firsts.iter().map(|m| locus_geo::encode(m.point, GEO_INDEX_LEN)).collect::<Vec<_>>())
+        .bind(firsts.iter().map(|m| m.created_at_ms).collect::<Vec<i64>>())
+        .fetch_all(&mut *tx)
+        .await?;
+        let new: std::collections::HashSet<(String, String)> = inserted.into_iter().collect();
+        let existing_keys: Vec<&&NewGeoMessage> =
+            firsts.iter().filter(|m| !new.contains(&(m.user_id.clone(), m.id.clone()))).collect();
+        let originals: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT g.user_id, g.id, (extract(epoch from g.created_at) * 1000)::bigint FROM geo_messages g \
+             JOIN UNNEST($1::text[], $2::text[]) AS k(u, i) ON g.user_id = k.u AND g.id = k.i",
+        )
+        .bind(existing_keys.iter().map(|m| m.user_id.as_str()).collect::<Vec<_>>())
+        .bind(existing_keys.iter().map(|m| m.id.as_str()).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let original: HashMap<(String, String), i64> = originals.into_iter().map(|(u, i, c)| ((u, i), c)).collect();
+        let mut out: Vec<GeoAppended> = Vec::with_capacity(batch.len());
+        for (m, repeat) in batch.iter().zip(&repeats) {
+            let outcome = match repeat {
+                Some(first) => GeoAppended { created_at_ms: out[*first].created_at_ms, duplicate: true },
+                None => match original.get(&(m.user_id.clone(), m.id.clone())) {
+                    Some(&created) => GeoAppended { created_at_ms: created, duplicate: true },
+                    None => GeoAppended { created_at_ms: m.created_at_ms, duplicate: false },
+                },
+            };
+            out.push(outcome);
+        }
+        Ok(out)
+    }
+
+    async fn nearby(&self, query: &NearbyQuery) -> Result<Vec<NearbyHit>, StoreError> {
+        let (los, his): (Vec<String>, Vec<String>) = query.prefix_ranges().into_iter().unzip();
+        // One range scan of the geohash index per covering cell, joined in one statement.
+        let rows: Vec<GeoRow> = sqlx::query_as(
+            "SELECT g.id, g.user_id, g.content, g.lat, g.lng, g.radius_m, \
+             (extract(epoch from g.created_at) * 1000)::bigint \
+             FROM UNNEST($1::text[], $2::text[]) AS r(lo, hi) \
+             JOIN LATERAL (SELECT * FROM geo_messages WHERE geohash >= r.lo AND geohash < r.hi \
+                           AND created_at >= to_timestamp($3::double precision / 1000)) g ON true",
+        )
+        .bind(&los)
+        .bind(&his)
+        .bind(query.since_ms.unwrap_or(0))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(query.finish(rows.into_iter().filter_map(geo_message).collect()))
+    }
+}
+
+type GeoRow = (String, String, String, f64, f64, f64, i64);
+
+fn geo_message(r: GeoRow) -> Option<NewGeoMessage> {
+    Some(NewGeoMessage {
+        id: r.0,
+        user_id: r.1,
+        content: r.2,
+        point: locus_geo::Point::new(r.3, r.4).ok()?,
+        radius_m: r.5,
+        created_at_ms: r.6,
+    })
 }

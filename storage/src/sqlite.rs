@@ -12,7 +12,10 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, SqlSafeStr, Sqlite};
 
-use crate::{new_epoch, Appended, Encoding, History, NewPublication, Storage, StoreError, Stored};
+use crate::{
+    new_epoch, Appended, Encoding, GeoAppended, History, NearbyHit, NearbyQuery, NewGeoMessage, NewPublication, Storage,
+    StoreError, Stored, GEO_INDEX_LEN,
+};
 
 /// How long a connection waits on a locked database before failing (transient).
 const BUSY_TIMEOUT_MS: u64 = 5_000;
@@ -27,13 +30,22 @@ pub struct SqliteStore {
 }
 
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        Cow::Borrowed("init"),
-        MigrationType::Simple,
-        include_str!("../../migrations/sqlite/0001_init.sql").into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            Cow::Borrowed("init"),
+            MigrationType::Simple,
+            include_str!("../../migrations/sqlite/0001_init.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            Cow::Borrowed("geo"),
+            MigrationType::Simple,
+            include_str!("../../migrations/sqlite/0002_geo.sql").into_sql_str(),
+            false,
+        ),
+    ])
 }
 
 type Row = (
@@ -234,4 +246,74 @@ impl Storage for SqliteStore {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+
+    async fn append_geo(&self, batch: &[NewGeoMessage]) -> Result<Vec<GeoAppended>, StoreError> {
+        let repeats = crate::first_occurrences(batch);
+        let mut tx = self.pool.begin().await?;
+        let mut out: Vec<GeoAppended> = Vec::with_capacity(batch.len());
+        for (m, repeat) in batch.iter().zip(&repeats) {
+            if let Some(first) = repeat {
+                let original = out[*first].created_at_ms;
+                out.push(GeoAppended { created_at_ms: original, duplicate: true });
+                continue;
+            }
+            let done = sqlx::query(
+                "INSERT INTO geo_messages (id, user_id, content, lat, lng, radius_m, geohash, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (user_id, id) DO NOTHING",
+            )
+            .bind(&m.id)
+            .bind(&m.user_id)
+            .bind(&m.content)
+            .bind(m.point.lat)
+            .bind(m.point.lng)
+            .bind(m.radius_m)
+            .bind(locus_geo::encode(m.point, GEO_INDEX_LEN))
+            .bind(m.created_at_ms)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 1 {
+                out.push(GeoAppended { created_at_ms: m.created_at_ms, duplicate: false });
+            } else {
+                let (created,): (i64,) =
+                    sqlx::query_as("SELECT created_at FROM geo_messages WHERE user_id = ?1 AND id = ?2")
+                        .bind(&m.user_id)
+                        .bind(&m.id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                out.push(GeoAppended { created_at_ms: created, duplicate: true });
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn nearby(&self, query: &NearbyQuery) -> Result<Vec<NearbyHit>, StoreError> {
+        let mut candidates = Vec::new();
+        for (lo, hi) in query.prefix_ranges() {
+            let rows: Vec<GeoRow> = sqlx::query_as(
+                "SELECT id, user_id, content, lat, lng, radius_m, created_at FROM geo_messages \
+                 WHERE geohash >= ?1 AND geohash < ?2 AND created_at >= ?3",
+            )
+            .bind(lo)
+            .bind(hi)
+            .bind(query.since_ms.unwrap_or(i64::MIN))
+            .fetch_all(&self.pool)
+            .await?;
+            candidates.extend(rows.into_iter().filter_map(geo_message));
+        }
+        Ok(query.finish(candidates))
+    }
+}
+
+type GeoRow = (String, String, String, f64, f64, f64, i64);
+
+fn geo_message(r: GeoRow) -> Option<NewGeoMessage> {
+    Some(NewGeoMessage {
+        id: r.0,
+        user_id: r.1,
+        content: r.2,
+        point: locus_geo::Point::new(r.3, r.4).ok()?,
+        radius_m: r.5,
+        created_at_ms: r.6,
+    })
 }

@@ -1,0 +1,15 @@
+-- Geo messages: pinned to a point, found by geohash prefix then exact distance.
+CREATE TABLE IF NOT EXISTS geo_messages (
+    id         TEXT    NOT NULL,   -- the client's id
+    user_id    TEXT    NOT NULL,
+    content    TEXT    NOT NULL,
+    lat        REAL    NOT NULL,
+    lng        REAL    NOT NULL,
+    radius_m   REAL    NOT NULL,
+    geohash    TEXT    NOT NULL,   -- 9 characters
+    created_at INTEGER NOT NULL,   -- milliseconds since the Unix epoch
+    PRIMARY KEY (user_id, id)
+) WITHOUT ROWID;
+
+CREATE INDEX IF NOT EXISTS geo_messages_geohash ON geo_messages (geohash);
+CREATE INDEX IF NOT EXISTS geo_messages_created_at ON geo_messages (created_at);
