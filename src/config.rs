@@ -5,7 +5,7 @@ use std::path::Path;
 
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
-use locus_actors::config::{RoomLimits, SessionLimits, StorageLimits};
+use locus_actors::config::{GeoLimits, RoomLimits, SessionLimits, StorageLimits};
 use serde::Deserialize;
 
 /// The whole configuration.
@@ -17,6 +17,7 @@ pub struct Config {
     pub room: RoomLimits,
     pub http: HttpConfig,
     pub storage: StorageLimits,
+    pub geo: GeoLimits,
 }
 
 /// `[server]`: the listener and process.
@@ -94,6 +95,7 @@ impl Config {
         self.session.validate().map_err(invalid)?;
         self.room.validate().map_err(invalid)?;
         self.storage.validate().map_err(invalid)?;
+        self.geo.validate().map_err(invalid)?;
         if self.http.broadcast_messages_max == 0 {
             return Err(ConfigError::Invalid(
                 "http.broadcast_messages_max must be positive".into(),

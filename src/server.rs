@@ -10,7 +10,7 @@ use actix_web::{web, App, HttpServer};
 use locus_actors::Engine;
 use locus_storage::AnyStore;
 
-use crate::http::{broadcast, error, health, history, metrics};
+use crate::http::{broadcast, error, health, history, metrics, nearby};
 use crate::{retention, socket, telemetry, AppState, Config};
 
 /// How often shutdown checks whether every session has gone.
@@ -42,6 +42,7 @@ pub async fn start(config: Config) -> io::Result<RunningServer> {
     let engine = Engine::start(
         config.session.clone(),
         config.room.clone(),
+        config.geo.clone(),
         Some((store, config.storage.clone())),
     );
     retention::spawn(&engine);
@@ -84,6 +85,7 @@ pub async fn start(config: Config) -> io::Result<RunningServer> {
                 "/api/channels/{topic}/history",
                 web::get().to(history::history),
             )
+            .route("/api/nearby", web::get().to(nearby::nearby))
             .route("/metrics", web::get().to(metrics::metrics))
     })
     .workers(workers)

@@ -31,6 +31,9 @@ pub enum Body {
         encoding: PayloadEncoding,
         data: Bytes,
     },
+    /// A server event: sent as the publication's `event` itself (e.g. `geo_message`) with this
+    /// payload, not wrapped as a user broadcast.
+    Event(Arc<RawValue>),
 }
 
 /// One user broadcast on one topic.

@@ -251,3 +251,73 @@ mod tests {
         assert!(!s.is_durable("realtime:lobby"));
     }
 }
+
+/// `[geo]`: cell actors, the nearby subscription, beacons and geo messages.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GeoLimits {
+    /// Geohash length of the cells members live in (6: about 1.2 km × 0.6 km). Default 6.
+    pub cell_len: usize,
+    /// A member re-homes to another cell only once it is this far outside its current cell,
+    /// so one jittering on an edge does not churn. Default 25.
+    pub rehome_hysteresis_m: f64,
+    /// Subscription radius when the join gives none. Default 1,000.
+    pub radius_m_default: f64,
+    /// Smallest radius accepted (subscriptions and posts). Default 1.
+    pub radius_m_min: f64,
+    /// Largest radius accepted (subscriptions and posts). Default 50,000.
+    pub radius_m_max: f64,
+    /// A member's beacon reaches each subscriber at most once per this period (the latest
+    /// position wins). Default 1,000.
+    pub beacon_interval_ms: u64,
+    /// A member whose last location is older than this is no longer listed nearby. Default 30,000.
+    pub beacon_ttl_ms: u64,
+    /// Most members listed in a `realtime:nearby` presence state, closest first. Default 50.
+    pub presence_members_max: usize,
+    /// Most cells one cover lists (coarser cells are used past it). Default 64.
+    pub cover_cells_max: usize,
+    /// Capacity of a cell actor's mailbox, in messages. Default 4,096.
+    pub cell_mailbox_capacity: usize,
+    /// Largest geo message content, in bytes. Default 4,096.
+    pub content_bytes_max: usize,
+    /// Largest `limit` of `GET /api/nearby`. Default 500.
+    pub nearby_limit_max: usize,
+}
+
+impl Default for GeoLimits {
+    fn default() -> Self {
+        GeoLimits {
+            cell_len: 6,
+            rehome_hysteresis_m: 25.0,
+            radius_m_default: 1_000.0,
+            radius_m_min: 1.0,
+            radius_m_max: 50_000.0,
+            beacon_interval_ms: 1_000,
+            beacon_ttl_ms: 30_000,
+            presence_members_max: 50,
+            cover_cells_max: 64,
+            cell_mailbox_capacity: 4_096,
+            content_bytes_max: 4_096,
+            nearby_limit_max: 500,
+        }
+    }
+}
+
+impl GeoLimits {
+    pub fn validate(&self) -> Result<(), LimitsError> {
+        let err = |s: &str| Err(LimitsError(s.to_owned()));
+        if !(1..=9).contains(&self.cell_len) {
+            return err("geo.cell_len must be in 1..=9");
+        }
+        if !(self.radius_m_min > 0.0 && self.radius_m_min <= self.radius_m_default && self.radius_m_default <= self.radius_m_max) {
+            return err("geo radii must satisfy 0 < radius_m_min <= radius_m_default <= radius_m_max");
+        }
+        if self.cover_cells_max < 32 {
+            return err("geo.cover_cells_max must be at least 32 (the cells of length 1)");
+        }
+        if self.beacon_interval_ms == 0 || self.beacon_ttl_ms < self.beacon_interval_ms || self.rehome_hysteresis_m < 0.0 {
+            return err("geo.beacon_interval_ms must be positive and at most geo.beacon_ttl_ms; hysteresis >= 0");
+        }
+        Ok(())
+    }
+}

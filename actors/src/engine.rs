@@ -8,7 +8,9 @@ use locus_storage::AnyStore;
 
 use crate::broker::Body;
 use crate::broker::{Broker, InProcessBroker};
-use crate::config::{RoomLimits, SessionLimits, StorageLimits};
+use crate::cell::CellRegistry;
+use crate::config::{GeoLimits, RoomLimits, SessionLimits, StorageLimits};
+use crate::geo_writer::GeoWriter;
 use crate::history::HistoryCache;
 use crate::registry::{RoomRegistry, SessionRegistry};
 use crate::storage_writer::{Append, DurableError, StorageHealth, StorageWriter};
@@ -35,6 +37,10 @@ pub struct Engine {
     pub session_limits: Arc<SessionLimits>,
     /// `None` runs the engine without durable topics (every topic ephemeral).
     pub storage: Option<StorageHandle>,
+    /// Active geohash cells of the nearby subscription.
+    pub cells: CellRegistry,
+    /// Stores geo messages; `None` without storage (posts are then refused).
+    pub geo_writer: Option<Addr<GeoWriter>>,
     next_session: Arc<AtomicU64>,
 }
 
@@ -44,6 +50,7 @@ impl Engine {
     pub fn start(
         session_limits: SessionLimits,
         room_limits: RoomLimits,
+        geo_limits: GeoLimits,
         storage: Option<(AnyStore, StorageLimits)>,
     ) -> Self {
         let cache = storage
@@ -73,9 +80,14 @@ impl Engine {
                 health,
             }
         });
+        let geo_writer = storage
+            .as_ref()
+            .map(|s| GeoWriter::new(s.store.clone(), (*s.limits).clone(), s.health.clone()).start());
         Engine {
             rooms,
             sessions: SessionRegistry::default(),
+            cells: CellRegistry::new(geo_limits),
+            geo_writer,
             broker,
             session_limits: Arc::new(session_limits),
             storage,
@@ -128,6 +140,7 @@ impl StorageHandle {
                 encoding: PayloadEncoding::Binary,
                 data,
             } => (locus_storage::Encoding::Binary, data.to_vec()),
+            Body::Event(p) => (locus_storage::Encoding::Json, p.get().as_bytes().to_vec()),
         };
         let idem_key = match (&client_id, user_id) {
             (Some(id), user) => format!("u:{}:{id}", user.unwrap_or("")),

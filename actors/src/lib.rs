@@ -3,6 +3,9 @@
 //! # Layout
 //! - [`user_session`]: the actor per connected client; decodes frames and routes them.
 //! - [`room`]: the actor per topic; members, presence, typing and fan-out.
+//! - [`cell`]: the actor per active geohash cell; nearby members, geo messages, beacons.
+//! - [`geo_writer`]: the storage actor batching geo messages.
+//! - [`nearby`]: the session's side of `realtime:nearby` (location, post, nearby presence).
 //! - [`outbox`]: a connection's outbound queue, bounded in bytes (the backpressure point).
 //! - [`broker`]: the boundary between publishers and rooms; in-process implementation.
 //! - [`storage_writer`]: the storage actor batching durable publications into transactions.
@@ -14,11 +17,14 @@
 //! - [`engine`]: the handle bundling registries, broker and limits.
 
 pub mod broker;
+pub mod cell;
 pub mod close_code;
 pub mod config;
 pub mod engine;
+pub mod geo_writer;
 pub mod history;
 pub mod metrics;
+pub mod nearby;
 pub mod outbox;
 pub mod presence;
 pub mod registry;

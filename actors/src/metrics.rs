@@ -34,6 +34,8 @@ pub enum DropReason {
     BinaryToJsonMember,
     /// A typing update inside the per-user throttle window.
     TypingThrottled,
+    /// A cell's mailbox was full when a post or beacon batch arrived.
+    CellMailboxFull,
 }
 
 impl DropReason {
@@ -44,6 +46,7 @@ impl DropReason {
             DropReason::RecipientClosed => "recipient_closed",
             DropReason::BinaryToJsonMember => "binary_to_json_member",
             DropReason::TypingThrottled => "typing_throttled",
+            DropReason::CellMailboxFull => "cell_mailbox_full",
         }
     }
 }
@@ -147,4 +150,22 @@ pub fn storage_failure(reason: &'static str) {
 /// Counts a recovery or replay on join by result (`recovered`, `not_recovered`, `replayed`).
 pub fn recovery(result: &'static str) {
     counter!(RECOVERIES, "result" => result).increment(1);
+}
+
+pub const CELLS: &str = "locus_geo_cells_active";
+pub const CELL_MEMBERS: &str = "locus_geo_cell_members";
+pub const BEACONS: &str = "locus_geo_beacons_total";
+pub const GEO_FANOUT_LATENCY: &str = "locus_geo_fanout_latency_seconds";
+
+cached!(cells, Gauge, gauge!(CELLS));
+cached!(cell_members, Histogram, histogram!(CELL_MEMBERS));
+cached!(geo_fanout_latency, Histogram, histogram!(GEO_FANOUT_LATENCY));
+
+/// Counts beacons by stage: `in` (received), `coalesced` (replaced before sending), `out`.
+pub fn beacon(stage: &'static str) {
+    counter!(BEACONS, "stage" => stage).increment(1);
+}
+
+pub fn beacons_out(n: u64) {
+    counter!(BEACONS, "stage" => "out").increment(n);
 }

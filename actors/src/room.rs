@@ -530,6 +530,7 @@ pub fn encode_broadcast(
         encode_message(vsn, None, None, topic, "broadcast", &raw(s))
     };
     match (vsn, body) {
+        (_, Body::Event(payload)) => Some(encode_message(vsn, None, None, topic, event, payload)),
         (_, Body::Json(payload)) => Some(json_payload(payload.get())),
         (Vsn::V2, Body::Binary { encoding, data }) => {
             let metadata = meta.unwrap_or("").as_bytes();

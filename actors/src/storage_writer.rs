@@ -219,14 +219,35 @@ impl StorageWriter {
     }
 }
 
+/// Something the storage actors write in batches.
+pub trait Batchable: Sized + Send + 'static {
+    type Outcome: Send + 'static;
+    /// Writes one batch in one transaction.
+    fn write(store: &AnyStore, batch: &[Self]) -> impl std::future::Future<Output = Result<Vec<Self::Outcome>, StoreError>> + Send;
+}
+
+impl Batchable for NewPublication {
+    type Outcome = Appended;
+    async fn write(store: &AnyStore, batch: &[Self]) -> Result<Vec<Appended>, StoreError> {
+        store.append(batch).await
+    }
+}
+
+impl Batchable for locus_storage::NewGeoMessage {
+    type Outcome = locus_storage::GeoAppended;
+    async fn write(store: &AnyStore, batch: &[Self]) -> Result<Vec<Self::Outcome>, StoreError> {
+        store.append_geo(batch).await
+    }
+}
+
 /// Writes `records`, retrying transient failures with jittered exponential backoff for up to
 /// `retry_window_ms`. Returns the records (for delivery) with the outcome.
-async fn write_with_retry(
+pub(crate) async fn write_with_retry<T: Batchable>(
     store: AnyStore,
-    records: Vec<NewPublication>,
+    records: Vec<T>,
     limits: StorageLimits,
     health: StorageHealth,
-) -> (Vec<NewPublication>, Result<Vec<Appended>, StoreError>) {
+) -> (Vec<T>, Result<Vec<T::Outcome>, StoreError>) {
     let mut delays = ExponentialBuilder::default()
         .with_jitter()
         .with_min_delay(Duration::from_millis(limits.retry_delay_ms_min))
@@ -238,7 +259,7 @@ async fn write_with_retry(
     let give_up_at = Instant::now() + Duration::from_millis(limits.retry_window_ms);
     loop {
         let started = Instant::now();
-        match store.append(&records).await {
+        match T::write(&store, &records).await {
             Ok(outcomes) => {
                 m::storage_commit_latency().record(started.elapsed().as_secs_f64());
                 health.set_degraded(false);

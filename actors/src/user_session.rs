@@ -25,6 +25,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::broker::{Body, Publication};
+use crate::cell::NEARBY_TOPIC;
 use crate::close_code::CloseCode;
 use crate::engine::Engine;
 use crate::engine::StorageHandle;
@@ -77,13 +78,15 @@ struct Channel {
 }
 
 pub struct UserSession {
-    id: SessionId,
-    user_id: Arc<str>,
-    vsn: Vsn,
-    outbox: Outbox,
+    pub(crate) id: SessionId,
+    pub(crate) user_id: Arc<str>,
+    pub(crate) vsn: Vsn,
+    pub(crate) outbox: Outbox,
     channels: HashMap<String, Channel>,
-    engine: Engine,
+    pub(crate) engine: Engine,
     last_seen: Instant,
+    /// The `realtime:nearby` subscription, when joined.
+    pub(crate) nearby: Option<crate::nearby::NearbyState>,
 }
 
 impl UserSession {
@@ -96,6 +99,7 @@ impl UserSession {
             channels: HashMap::new(),
             engine,
             last_seen: Instant::now(),
+            nearby: None,
         }
     }
 
@@ -129,6 +133,9 @@ impl Actor for UserSession {
                 session: self.id,
                 reply_ref: None,
             });
+        }
+        if let Some(mut st) = self.nearby.take() {
+            st.leave(self.id);
         }
         self.outbox.close(CloseCode::Normal);
         self.engine.sessions.remove(self.id);
@@ -253,12 +260,12 @@ struct TypingPayload {
 }
 
 /// A client push that cannot be served; `code` is the stable CamelCase reason prefix.
-struct Refusal {
+pub(crate) struct Refusal {
     code: &'static str,
     message: String,
 }
 
-fn refuse(code: &'static str, message: impl Into<String>) -> Refusal {
+pub(crate) fn refuse(code: &'static str, message: impl Into<String>) -> Refusal {
     Refusal {
         code,
         message: message.into(),
@@ -279,6 +286,14 @@ impl UserSession {
                 ));
                 Ok(())
             }
+            (NEARBY_TOPIC, "phx_join") => self.join_nearby(&frame),
+            (NEARBY_TOPIC, "phx_leave") => {
+                self.leave_nearby(&frame);
+                Ok(())
+            }
+            (NEARBY_TOPIC, "location") => self.location(&frame, ctx),
+            (NEARBY_TOPIC, "post") => self.post(&frame, ctx),
+            (_, "location" | "post") => Err(refuse("UnmatchedTopic", "location and post go to realtime:nearby")),
             (_, "phx_join") => self.join(&frame, ctx),
             (_, "phx_leave") => {
                 self.leave(&frame, ctx);
@@ -409,6 +424,12 @@ impl UserSession {
                 "TopicTooLong",
                 format!("topics are at most {max} bytes"),
             ));
+        }
+        if let Some(cell) = topic.strip_prefix(crate::nearby::GEO_TOPIC_PREFIX) {
+            return match locus_geo::cell::parse(cell) {
+                Ok(c) if c == cell && c.len() <= 9 => Ok(()),
+                _ => Err(refuse("InvalidTopic", "geo rooms are realtime:geo:<geohash of 1..=9 lower-case characters>")),
+            };
         }
         match topic.strip_prefix(TOPIC_PREFIX) {
             Some(name) if !name.is_empty() => Ok(()),
@@ -655,7 +676,7 @@ impl UserSession {
         self.push(frame);
     }
 
-    fn push(&self, frame: locus_protocol::OutFrame) {
+    pub(crate) fn push(&self, frame: locus_protocol::OutFrame) {
         // A refused push means the connection is already closing (slow or closed): nothing to do.
         let _ = self.outbox.push(frame);
     }

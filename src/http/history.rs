@@ -67,7 +67,7 @@ pub async fn history(
                 "event": p.event,
                 "id": p.client_id,
                 "user_id": p.user_id,
-                "created_at": crate::http::time::rfc3339_ms(p.created_at_ms),
+                "created_at": locus_storage::time::rfc3339_ms(p.created_at_ms),
             });
             match p.encoding {
                 Encoding::Json => {

@@ -5,4 +5,4 @@ pub mod error;
 pub mod health;
 pub mod history;
 pub mod metrics;
-pub mod time;
+pub mod nearby;

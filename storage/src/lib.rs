@@ -18,6 +18,7 @@
 pub mod error;
 pub mod postgres;
 pub mod sqlite;
+pub mod time;
 
 use std::future::Future;
 

@@ -1,0 +1,301 @@
+//! The session's side of `realtime:nearby`: joining with a radius, `location` updates that
+//! home the member in a cell actor (with hysteresis), `post` (stored, then fanned out through
+//! the covering cells), and the per-subscriber presence list of members within the radius.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use locus_geo::{haversine_m, BBox, Point};
+use locus_protocol::{encode_message, InboundFrame, Payload};
+use serde_json::{json, Value};
+
+use crate::broker::{Body, Publication};
+use crate::cell::{self, Cell, Enter, Fanout, GeoPost, Move, NearbyMembers, NEARBY_TOPIC};
+use crate::geo_writer::GeoAppend;
+use crate::metrics::{self as m, DropReason};
+use crate::storage_writer::DurableError;
+use crate::user_session::{refuse, Refusal, UserSession};
+use crate::wire::{self, raw};
+
+/// Longest client id of a geo message.
+const POST_ID_BYTES_MAX: usize = 128;
+/// Slack added to fan-out covers, in metres, so a member exactly on a cell edge is never missed.
+const COVER_SLACK_M: f64 = 1.0;
+/// Geohash lengths of the explicit `realtime:geo:<geohash>` rooms a geo message reaches.
+const GEO_ROOM_LEN_MAX: usize = 9;
+pub const GEO_TOPIC_PREFIX: &str = "realtime:geo:";
+
+/// The cell a member lives in.
+pub(crate) struct HomeCell {
+    addr: Addr<Cell>,
+    bbox: BBox,
+}
+
+/// One connection's nearby subscription.
+pub(crate) struct NearbyState {
+    join_ref: Option<String>,
+    radius_m: f64,
+    home: Option<HomeCell>,
+    point: Option<Point>,
+    presence_sent_at: Option<Instant>,
+}
+
+impl NearbyState {
+    /// Leaves the home cell (the session is leaving or closing).
+    pub(crate) fn leave(&mut self, session: crate::SessionId) {
+        if let Some(home) = self.home.take() {
+            // Bounded: one leave per home cell, and a session has at most one.
+            home.addr.do_send(cell::Leave { session });
+        }
+    }
+}
+
+fn number(payload: &Value, key: &str) -> Result<f64, String> {
+    match payload.get(key) {
+        None | Some(Value::Null) => Err(format!("{key} is missing")),
+        Some(v) => v.as_f64().ok_or_else(|| format!("{key} must be a number")),
+    }
+}
+
+fn point(payload: &Value) -> Result<Point, String> {
+    let (lat, lng) = (number(payload, "lat")?, number(payload, "lng")?);
+    Point::new(lat, lng).map_err(|e| e.to_string())
+}
+
+fn json_value(frame: &InboundFrame) -> Result<Value, String> {
+    match &frame.payload {
+        Payload::Json(raw) => serde_json::from_str(raw.get()).map_err(|e| e.to_string()),
+        Payload::UserBroadcast(_) => Err("a binary frame is only accepted for broadcast".into()),
+    }
+}
+
+/// How far `p` lies outside `b`, in metres (0 inside). An upper bound of the true distance,
+/// which is what the re-home rule needs: a member is never further out than the fan-out
+/// covers assume.
+fn outside_m(b: &BBox, p: Point) -> f64 {
+    if b.contains(p) {
+        return 0.0;
+    }
+    let lat = p.lat.clamp(b.lat_min, b.lat_max);
+    if (b.lng_min..=b.lng_max).contains(&p.lng) {
+        return haversine_m(p, Point { lat, lng: p.lng });
+    }
+    let west = haversine_m(p, Point { lat, lng: b.lng_min });
+    let east = haversine_m(p, Point { lat, lng: b.lng_max });
+    west.min(east)
+}
+
+impl UserSession {
+    /// `phx_join` on `realtime:nearby` with `{"config":{"nearby":{"radius_m":R}}}`.
+    pub(crate) fn join_nearby(&mut self, frame: &InboundFrame) -> Result<(), Refusal> {
+        let limits = self.engine.cells.limits().clone();
+        let payload = json_value(frame).map_err(|e| refuse("MalformedJoin", e))?;
+        let radius_m = match payload.pointer("/config/nearby/radius_m") {
+            None | Some(Value::Null) => limits.radius_m_default,
+            Some(v) => v.as_f64().ok_or_else(|| refuse("InvalidRadius", "radius_m must be a number"))?,
+        };
+        let radius_m = locus_geo::radius(radius_m, limits.radius_m_min, limits.radius_m_max)
+            .map_err(|e| refuse("InvalidRadius", e.to_string()))?;
+        if let Some(mut old) = self.nearby.take() {
+            old.leave(self.id);
+            self.push(wire::close(self.vsn, old.join_ref.as_deref(), NEARBY_TOPIC));
+        }
+        self.engine.cells.note_radius(radius_m);
+        let response = raw(r#"{"postgres_changes":[]}"#.into());
+        self.push(wire::reply(self.vsn, frame.join_ref.as_deref(), frame.msg_ref.as_deref(), NEARBY_TOPIC, true, &response));
+        m::join("ok");
+        self.nearby =
+            Some(NearbyState { join_ref: frame.join_ref.clone(), radius_m, home: None, point: None, presence_sent_at: None });
+        Ok(())
+    }
+
+    /// `phx_leave` on `realtime:nearby`.
+    pub(crate) fn leave_nearby(&mut self, frame: &InboundFrame) {
+        if let Some(mut st) = self.nearby.take() {
+            st.leave(self.id);
+        }
+        self.push(wire::reply_ok(self.vsn, frame.join_ref.as_deref(), frame.msg_ref.as_deref(), NEARBY_TOPIC));
+        self.push(wire::close(self.vsn, frame.join_ref.as_deref(), NEARBY_TOPIC));
+    }
+
+    /// `location` `{"lat","lng","accuracy_m"?}`: moves the member, re-homing it when it left its
+    /// cell by more than the hysteresis; replies ok (or error, changing nothing).
+    pub(crate) fn location(&mut self, frame: &InboundFrame, ctx: &mut Context<Self>) -> Result<(), Refusal> {
+        let payload = json_value(frame).map_err(|e| refuse("InvalidLocation", e))?;
+        let p = point(&payload).map_err(|e| refuse("InvalidLocation", e))?;
+        if let Some(acc) = payload.get("accuracy_m") {
+            if !acc.as_f64().is_some_and(|a| a >= 0.0) {
+                return Err(refuse("InvalidLocation", "accuracy_m must be a non-negative number"));
+            }
+        }
+        let limits = self.engine.cells.limits().clone();
+        let (id, vsn, outbox, user_id) = (self.id, self.vsn, self.outbox.clone(), self.user_id.clone());
+        let st = self.nearby.as_mut().ok_or_else(|| refuse("UnmatchedTopic", "join realtime:nearby first"))?;
+        st.point = Some(p);
+        let stays = st.home.as_ref().is_some_and(|h| outside_m(&h.bbox, p) <= limits.rehome_hysteresis_m);
+        if stays {
+            let home = st.home.as_ref().expect("checked above");
+            if home.addr.try_send(Move { session: id, point: p }).is_err() {
+                m::dropped(DropReason::CellMailboxFull);
+            }
+        } else {
+            st.leave(id);
+            let name = locus_geo::encode(p, limits.cell_len);
+            let bbox = locus_geo::bbox(&name).expect("encode yields valid cells");
+            let addr = self.engine.cells.get_or_start(&name);
+            let enter = Enter {
+                session: id,
+                outbox,
+                vsn,
+                join_ref: st.join_ref.clone(),
+                user_id,
+                point: p,
+                radius_m: st.radius_m,
+            };
+            st.home = Some(HomeCell { addr: addr.clone(), bbox });
+            // Waiting keeps this member's later moves behind its arrival in the new cell.
+            ctx.wait(addr.send(enter).into_actor(self).map(|_, _, _| ()));
+        }
+        self.push(wire::reply_ok(self.vsn, frame.join_ref.as_deref(), frame.msg_ref.as_deref(), NEARBY_TOPIC));
+        self.send_nearby_presence(ctx);
+        Ok(())
+    }
+
+    /// Sends `presence_state` listing the members within this subscriber's radius, closest
+    /// first, at most once per beacon interval.
+    fn send_nearby_presence(&mut self, ctx: &mut Context<Self>) {
+        let limits = self.engine.cells.limits().clone();
+        let Some(st) = self.nearby.as_mut() else { return };
+        let Some(p) = st.point else { return };
+        let interval = Duration::from_millis(limits.beacon_interval_ms);
+        if st.presence_sent_at.is_some_and(|t| t.elapsed() < interval) {
+            return;
+        }
+        st.presence_sent_at = Some(Instant::now());
+        let (radius, join_ref) = (st.radius_m, st.join_ref.clone());
+        let targets = self.engine.cells.targets(p, radius + COVER_SLACK_M);
+        let query = async move {
+            let asks = targets.into_iter().map(|c| c.send(NearbyMembers { point: p, radius_m: radius }));
+            futures_util::future::join_all(asks).await.into_iter().flatten().flatten().collect::<Vec<_>>()
+        };
+        let max = limits.presence_members_max;
+        ctx.spawn(query.into_actor(self).map(move |mut members, act, _| {
+            members.retain(|n| n.session != act.id);
+            members.sort_by(|a, b| a.distance_m.total_cmp(&b.distance_m));
+            members.truncate(max);
+            let mut state = serde_json::Map::new();
+            for n in members {
+                let meta = json!({
+                    "phx_ref": format!("nearby-{}", n.session),
+                    "user_id": &*n.user_id,
+                    "lat": n.point.lat,
+                    "lng": n.point.lng,
+                    "distance_m": n.distance_m,
+                });
+                let entry = state.entry(n.user_id.to_string()).or_insert_with(|| json!({"metas": []}));
+                if let Some(metas) = entry["metas"].as_array_mut() {
+                    metas.push(meta);
+                }
+            }
+            let payload = raw(Value::Object(state).to_string());
+            act.push(encode_message(act.vsn, join_ref.as_deref(), None, NEARBY_TOPIC, "presence_state", &payload));
+        }));
+    }
+
+    /// `post` `{"id","content","lat","lng","radius_m"}`: stored, replied `{"id","created_at"}`
+    /// after commit, then delivered to every member within `radius_m` exactly once. A re-post
+    /// of the same id gets the same reply and no second delivery.
+    pub(crate) fn post(&mut self, frame: &InboundFrame, ctx: &mut Context<Self>) -> Result<(), Refusal> {
+        if self.nearby.is_none() {
+            return Err(refuse("UnmatchedTopic", "join realtime:nearby first"));
+        }
+        let limits = self.engine.cells.limits().clone();
+        let payload = json_value(frame).map_err(|e| refuse("InvalidPost", e))?;
+        let id = match payload.get("id") {
+            Some(Value::String(s)) if !s.is_empty() && s.len() <= POST_ID_BYTES_MAX => s.clone(),
+            _ => return Err(refuse("InvalidPost", format!("id must be a string of 1..={POST_ID_BYTES_MAX} bytes"))),
+        };
+        let content = match payload.get("content") {
+            Some(Value::String(s)) if s.len() <= limits.content_bytes_max => s.clone(),
+            _ => {
+                let max = limits.content_bytes_max;
+                return Err(refuse("InvalidPost", format!("content must be a string of at most {max} bytes")));
+            }
+        };
+        let p = point(&payload).map_err(|e| refuse("InvalidPost", e))?;
+        let radius_m = number(&payload, "radius_m")
+            .and_then(|r| locus_geo::radius(r, limits.radius_m_min, limits.radius_m_max).map_err(|e| e.to_string()))
+            .map_err(|e| refuse("InvalidPost", e))?;
+        let writer = self.engine.geo_writer.as_ref().ok_or_else(|| refuse("StorageError", "storage is off"))?;
+        let record = locus_storage::NewGeoMessage {
+            id: id.clone(),
+            user_id: self.user_id.to_string(),
+            content: content.clone(),
+            point: p,
+            radius_m,
+            created_at_ms: locus_storage::now_ms(),
+        };
+        let accepted_at = Instant::now();
+        let (done, completion) = tokio::sync::oneshot::channel();
+        writer
+            .try_send(GeoAppend { record, done })
+            .map_err(|_| refuse("StorageBusy", "too many geo messages in flight, retry later"))?;
+        let (join_ref, msg_ref) = (frame.join_ref.clone(), frame.msg_ref.clone());
+        ctx.spawn(completion.into_actor(self).map(move |result, act, _| {
+            match result.unwrap_or_else(|_| Err(DurableError::Unavailable("geo writer stopped".into()))) {
+                Ok(stored) => {
+                    let created_at = locus_storage::time::rfc3339_ms(stored.created_at_ms);
+                    let response = json!({ "id": id, "created_at": created_at }).to_string();
+                    act.push(wire::reply(act.vsn, join_ref.as_deref(), msg_ref.as_deref(), NEARBY_TOPIC, true, &raw(response)));
+                    if !stored.duplicate {
+                        let post = GeoPost {
+                            id,
+                            user_id: act.user_id.to_string(),
+                            content,
+                            point: p,
+                            radius_m,
+                            created_at_ms: stored.created_at_ms,
+                            accepted_at,
+                        };
+                        act.fan_out_post(Arc::new(post));
+                    }
+                }
+                Err(e) => {
+                    m::protocol_error(e.code());
+                    let message = e.to_string();
+                    let detail = message.split_once(": ").map_or(message.as_str(), |(_, d)| d);
+                    act.push(wire::reply_error(act.vsn, join_ref.as_deref(), msg_ref.as_deref(), NEARBY_TOPIC, e.code(), detail));
+                }
+            }
+        }));
+        Ok(())
+    }
+
+    /// Sends a stored post once to each active cell of its cover, and to the explicit
+    /// `realtime:geo:<geohash>` rooms of the cells containing its point.
+    fn fan_out_post(&self, post: Arc<GeoPost>) {
+        for cell in self.engine.cells.targets(post.point, post.radius_m + COVER_SLACK_M) {
+            if cell.try_send(Fanout(post.clone())).is_err() {
+                m::dropped(DropReason::CellMailboxFull);
+            }
+        }
+        let hash = locus_geo::encode(post.point, GEO_ROOM_LEN_MAX);
+        let payload: Arc<serde_json::value::RawValue> = Arc::from(raw(post.payload(None)));
+        for len in 1..=GEO_ROOM_LEN_MAX {
+            let topic = format!("{GEO_TOPIC_PREFIX}{}", &hash[..len]);
+            if self.engine.rooms.get(&topic).is_none() {
+                continue;
+            }
+            let publication = Publication {
+                topic: Arc::from(topic),
+                event: "geo_message".into(),
+                body: Body::Event(payload.clone()),
+                sender: None,
+                accepted_at: post.accepted_at,
+                durable: None,
+            };
+            let _ = self.engine.broker.publish(publication);
+        }
+    }
+}
