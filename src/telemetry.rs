@@ -40,7 +40,12 @@ pub fn recorder() -> PrometheusHandle {
                         BATCH_BUCKETS,
                     )
                 })
-                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(m::CELL_MEMBERS.into()), RECIPIENT_BUCKETS))
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(m::CELL_MEMBERS.into()),
+                        RECIPIENT_BUCKETS,
+                    )
+                })
                 .expect("bucket lists are non-empty")
                 .install_recorder()
                 .expect("no other metrics recorder is installed in this process");

@@ -182,7 +182,14 @@ async fn geo_messages_are_idempotent(s: &AnyStore) {
     let now = locus_storage::now_ms();
     let first = s.append_geo(&[geo("g1", 10.0, 10.0, now)]).await.unwrap();
     assert!(!first[0].duplicate);
-    let again = s.append_geo(&[geo("g1", 10.0, 10.0, now + 7), geo("g2", 10.0, 10.0, now), geo("g2", 10.0, 10.0, now)]).await.unwrap();
+    let again = s
+        .append_geo(&[
+            geo("g1", 10.0, 10.0, now + 7),
+            geo("g2", 10.0, 10.0, now),
+            geo("g2", 10.0, 10.0, now),
+        ])
+        .await
+        .unwrap();
     assert!(again[0].duplicate);
     assert_eq!(again[0].created_at_ms, first[0].created_at_ms);
     assert!(!again[1].duplicate);
@@ -200,7 +207,12 @@ async fn nearby_matches_brute_force(s: &AnyStore) {
         seed ^= seed << 17;
         (seed >> 11) as f64 / (1u64 << 53) as f64
     };
-    let areas = [(0.0, 180.0, 0.05), (89.98, 0.0, 0.05), (-89.99, 30.0, 0.05), (48.85, 2.35, 0.1)];
+    let areas = [
+        (0.0, 180.0, 0.05),
+        (89.98, 0.0, 0.05),
+        (-89.99, 30.0, 0.05),
+        (48.85, 2.35, 0.1),
+    ];
     let mut all = Vec::new();
     for (a, &(lat, lng, spread)) in areas.iter().enumerate() {
         for i in 0..150 {
@@ -215,8 +227,19 @@ async fn nearby_matches_brute_force(s: &AnyStore) {
     for &(lat, lng, _) in &areas {
         for radius in [50.0, 800.0, 5_000.0, 30_000.0] {
             let center = Point::new(lat, (lng + 540.0f64).rem_euclid(360.0) - 180.0).unwrap();
-            let q = NearbyQuery { center, radius_m: radius, limit: 1_000, since_ms: None };
-            let got: Vec<String> = s.nearby(&q).await.unwrap().into_iter().map(|h| h.message.id).collect();
+            let q = NearbyQuery {
+                center,
+                radius_m: radius,
+                limit: 1_000,
+                since_ms: None,
+            };
+            let got: Vec<String> = s
+                .nearby(&q)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|h| h.message.id)
+                .collect();
             let mut brute: Vec<(f64, String)> = all
                 .iter()
                 .map(|m| (haversine_m(center, m.point), m.id.clone()))
@@ -227,7 +250,12 @@ async fn nearby_matches_brute_force(s: &AnyStore) {
             assert_eq!(got, want, "center {center:?} radius {radius}");
         }
     }
-    let q = NearbyQuery { center: Point::new(48.85, 2.35).unwrap(), radius_m: 30_000.0, limit: 5, since_ms: Some(now - 9) };
+    let q = NearbyQuery {
+        center: Point::new(48.85, 2.35).unwrap(),
+        radius_m: 30_000.0,
+        limit: 5,
+        since_ms: Some(now - 9),
+    };
     let hits = s.nearby(&q).await.unwrap();
     assert!(hits.len() <= 5 && !hits.is_empty());
     assert!(hits.iter().all(|h| h.message.created_at_ms >= now - 9));

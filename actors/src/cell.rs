@@ -137,7 +137,12 @@ impl CellRegistry {
     pub fn note_radius(&self, radius_m: f64) {
         let mut cur = self.radius_max_bits.load(Ordering::Relaxed);
         while f64::from_bits(cur) < radius_m {
-            match self.radius_max_bits.compare_exchange_weak(cur, radius_m.to_bits(), Ordering::AcqRel, Ordering::Relaxed) {
+            match self.radius_max_bits.compare_exchange_weak(
+                cur,
+                radius_m.to_bits(),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return,
                 Err(now) => cur = now,
             }
@@ -153,11 +158,21 @@ impl CellRegistry {
     /// Cost: one cover plus one range scan per covering cell — proportional to active cells.
     pub fn targets(&self, point: Point, radius_m: f64) -> Vec<Addr<Cell>> {
         let l = &self.limits;
-        let (_, prefixes) = locus_geo::cover(point, radius_m + l.rehome_hysteresis_m, l.cell_len, l.cover_cells_max);
+        let (_, prefixes) = locus_geo::cover(
+            point,
+            radius_m + l.rehome_hysteresis_m,
+            l.cell_len,
+            l.cover_cells_max,
+        );
         let cells = self.cells.read().expect("cell map lock");
         let mut out = Vec::new();
         for p in &prefixes {
-            out.extend(cells.range(p.clone()..).take_while(|(k, _)| k.starts_with(p.as_str())).map(|(_, a)| a.clone()));
+            out.extend(
+                cells
+                    .range(p.clone()..)
+                    .take_while(|(k, _)| k.starts_with(p.as_str()))
+                    .map(|(_, a)| a.clone()),
+            );
         }
         out
     }
@@ -183,7 +198,13 @@ pub struct Cell {
 
 impl Cell {
     fn new(name: Arc<str>, registry: CellRegistry) -> Self {
-        Cell { name, members: HashMap::new(), registry, pending: HashMap::new(), flush_timer: None }
+        Cell {
+            name,
+            members: HashMap::new(),
+            registry,
+            pending: HashMap::new(),
+            flush_timer: None,
+        }
     }
 }
 
@@ -287,12 +308,25 @@ impl Handler<Move> for Cell {
 
     /// Updates the member's position and queues its beacon (coalesced until the next flush).
     fn handle(&mut self, msg: Move, ctx: &mut Self::Context) {
-        let Some(member) = self.members.get_mut(&msg.session) else { return };
+        let Some(member) = self.members.get_mut(&msg.session) else {
+            return;
+        };
         member.point = msg.point;
         member.located_at = Instant::now();
         let (user_id, point) = (member.user_id.clone(), member.point);
         m::beacon("in");
-        if self.pending.insert(msg.session, Beacon { session: msg.session, user_id, point }).is_some() {
+        if self
+            .pending
+            .insert(
+                msg.session,
+                Beacon {
+                    session: msg.session,
+                    user_id,
+                    point,
+                },
+            )
+            .is_some()
+        {
             m::beacon("coalesced");
         }
         self.arm_flush(ctx);
@@ -311,7 +345,14 @@ impl Handler<Fanout> for Cell {
                 continue;
             }
             let payload = raw(post.payload(Some(distance)));
-            let frame = encode_message(member.vsn, member.join_ref.as_deref(), None, NEARBY_TOPIC, "geo_message", &payload);
+            let frame = encode_message(
+                member.vsn,
+                member.join_ref.as_deref(),
+                None,
+                NEARBY_TOPIC,
+                "geo_message",
+                &payload,
+            );
             if member.outbox.push(frame).is_ok() {
                 sent += 1;
             } else {
@@ -330,7 +371,11 @@ impl Handler<Beacons> for Cell {
     fn handle(&mut self, Beacons(beacons): Beacons, _: &mut Self::Context) {
         let ttl = Duration::from_millis(self.registry.limits.beacon_ttl_ms);
         let mut sent = 0;
-        for member in self.members.values().filter(|m| m.located_at.elapsed() <= ttl) {
+        for member in self
+            .members
+            .values()
+            .filter(|m| m.located_at.elapsed() <= ttl)
+        {
             for b in beacons.iter() {
                 if b.user_id == member.user_id {
                     continue;
@@ -381,7 +426,14 @@ impl Handler<NearbyMembers> for Cell {
 impl Cell {
     fn queue_beacon(&mut self, session: SessionId, member: &CellMember, ctx: &mut Context<Self>) {
         m::beacon("in");
-        self.pending.insert(session, Beacon { session, user_id: member.user_id.clone(), point: member.point });
+        self.pending.insert(
+            session,
+            Beacon {
+                session,
+                user_id: member.user_id.clone(),
+                point: member.point,
+            },
+        );
         self.arm_flush(ctx);
     }
 

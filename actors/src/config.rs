@@ -309,13 +309,21 @@ impl GeoLimits {
         if !(1..=9).contains(&self.cell_len) {
             return err("geo.cell_len must be in 1..=9");
         }
-        if !(self.radius_m_min > 0.0 && self.radius_m_min <= self.radius_m_default && self.radius_m_default <= self.radius_m_max) {
-            return err("geo radii must satisfy 0 < radius_m_min <= radius_m_default <= radius_m_max");
+        if !(self.radius_m_min > 0.0
+            && self.radius_m_min <= self.radius_m_default
+            && self.radius_m_default <= self.radius_m_max)
+        {
+            return err(
+                "geo radii must satisfy 0 < radius_m_min <= radius_m_default <= radius_m_max",
+            );
         }
         if self.cover_cells_max < 32 {
             return err("geo.cover_cells_max must be at least 32 (the cells of length 1)");
         }
-        if self.beacon_interval_ms == 0 || self.beacon_ttl_ms < self.beacon_interval_ms || self.rehome_hysteresis_m < 0.0 {
+        if self.beacon_interval_ms == 0
+            || self.beacon_ttl_ms < self.beacon_interval_ms
+            || self.rehome_hysteresis_m < 0.0
+        {
             return err("geo.beacon_interval_ms must be positive and at most geo.beacon_ttl_ms; hysteresis >= 0");
         }
         Ok(())

@@ -80,9 +80,9 @@ impl Engine {
                 health,
             }
         });
-        let geo_writer = storage
-            .as_ref()
-            .map(|s| GeoWriter::new(s.store.clone(), (*s.limits).clone(), s.health.clone()).start());
+        let geo_writer = storage.as_ref().map(|s| {
+            GeoWriter::new(s.store.clone(), (*s.limits).clone(), s.health.clone()).start()
+        });
         Engine {
             rooms,
             sessions: SessionRegistry::default(),

@@ -33,7 +33,13 @@ pub struct GeoWriter {
 
 impl GeoWriter {
     pub fn new(store: AnyStore, limits: StorageLimits, health: StorageHealth) -> Self {
-        GeoWriter { store, limits, health, buffer: Vec::new(), flush_timer: None }
+        GeoWriter {
+            store,
+            limits,
+            health,
+            buffer: Vec::new(),
+            flush_timer: None,
+        }
     }
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
@@ -43,27 +49,38 @@ impl GeoWriter {
         if self.buffer.is_empty() {
             return;
         }
-        let (records, dones): (Vec<NewGeoMessage>, Vec<_>) =
-            std::mem::take(&mut self.buffer).into_iter().map(|a| (a.record, a.done)).unzip();
+        let (records, dones): (Vec<NewGeoMessage>, Vec<_>) = std::mem::take(&mut self.buffer)
+            .into_iter()
+            .map(|a| (a.record, a.done))
+            .unzip();
         m::storage_batch_rows().record(records.len() as f64);
-        let write = write_with_retry(self.store.clone(), records, self.limits.clone(), self.health.clone());
-        ctx.wait(write.into_actor(self).map(move |(_, result), _, _| match result {
-            Ok(outcomes) => {
-                for (done, outcome) in dones.into_iter().zip(outcomes) {
-                    let _ = done.send(Ok(outcome));
-                }
-            }
-            Err(e) => {
-                let err = if e.is_transient() {
-                    DurableError::Unavailable(e.to_string())
-                } else {
-                    DurableError::Failed(e.to_string())
-                };
-                for done in dones {
-                    let _ = done.send(Err(err.clone()));
-                }
-            }
-        }));
+        let write = write_with_retry(
+            self.store.clone(),
+            records,
+            self.limits.clone(),
+            self.health.clone(),
+        );
+        ctx.wait(
+            write
+                .into_actor(self)
+                .map(move |(_, result), _, _| match result {
+                    Ok(outcomes) => {
+                        for (done, outcome) in dones.into_iter().zip(outcomes) {
+                            let _ = done.send(Ok(outcome));
+                        }
+                    }
+                    Err(e) => {
+                        let err = if e.is_transient() {
+                            DurableError::Unavailable(e.to_string())
+                        } else {
+                            DurableError::Failed(e.to_string())
+                        };
+                        for done in dones {
+                            let _ = done.send(Err(err.clone()));
+                        }
+                    }
+                }),
+        );
     }
 }
 

@@ -159,7 +159,11 @@ pub const GEO_FANOUT_LATENCY: &str = "locus_geo_fanout_latency_seconds";
 
 cached!(cells, Gauge, gauge!(CELLS));
 cached!(cell_members, Histogram, histogram!(CELL_MEMBERS));
-cached!(geo_fanout_latency, Histogram, histogram!(GEO_FANOUT_LATENCY));
+cached!(
+    geo_fanout_latency,
+    Histogram,
+    histogram!(GEO_FANOUT_LATENCY)
+);
 
 /// Counts beacons by stage: `in` (received), `coalesced` (replaced before sending), `out`.
 pub fn beacon(stage: &'static str) {

@@ -81,8 +81,20 @@ fn outside_m(b: &BBox, p: Point) -> f64 {
     if (b.lng_min..=b.lng_max).contains(&p.lng) {
         return haversine_m(p, Point { lat, lng: p.lng });
     }
-    let west = haversine_m(p, Point { lat, lng: b.lng_min });
-    let east = haversine_m(p, Point { lat, lng: b.lng_max });
+    let west = haversine_m(
+        p,
+        Point {
+            lat,
+            lng: b.lng_min,
+        },
+    );
+    let east = haversine_m(
+        p,
+        Point {
+            lat,
+            lng: b.lng_max,
+        },
+    );
     west.min(east)
 }
 
@@ -93,7 +105,9 @@ impl UserSession {
         let payload = json_value(frame).map_err(|e| refuse("MalformedJoin", e))?;
         let radius_m = match payload.pointer("/config/nearby/radius_m") {
             None | Some(Value::Null) => limits.radius_m_default,
-            Some(v) => v.as_f64().ok_or_else(|| refuse("InvalidRadius", "radius_m must be a number"))?,
+            Some(v) => v
+                .as_f64()
+                .ok_or_else(|| refuse("InvalidRadius", "radius_m must be a number"))?,
         };
         let radius_m = locus_geo::radius(radius_m, limits.radius_m_min, limits.radius_m_max)
             .map_err(|e| refuse("InvalidRadius", e.to_string()))?;
@@ -103,10 +117,22 @@ impl UserSession {
         }
         self.engine.cells.note_radius(radius_m);
         let response = raw(r#"{"postgres_changes":[]}"#.into());
-        self.push(wire::reply(self.vsn, frame.join_ref.as_deref(), frame.msg_ref.as_deref(), NEARBY_TOPIC, true, &response));
+        self.push(wire::reply(
+            self.vsn,
+            frame.join_ref.as_deref(),
+            frame.msg_ref.as_deref(),
+            NEARBY_TOPIC,
+            true,
+            &response,
+        ));
         m::join("ok");
-        self.nearby =
-            Some(NearbyState { join_ref: frame.join_ref.clone(), radius_m, home: None, point: None, presence_sent_at: None });
+        self.nearby = Some(NearbyState {
+            join_ref: frame.join_ref.clone(),
+            radius_m,
+            home: None,
+            point: None,
+            presence_sent_at: None,
+        });
         Ok(())
     }
 
@@ -115,28 +141,58 @@ impl UserSession {
         if let Some(mut st) = self.nearby.take() {
             st.leave(self.id);
         }
-        self.push(wire::reply_ok(self.vsn, frame.join_ref.as_deref(), frame.msg_ref.as_deref(), NEARBY_TOPIC));
-        self.push(wire::close(self.vsn, frame.join_ref.as_deref(), NEARBY_TOPIC));
+        self.push(wire::reply_ok(
+            self.vsn,
+            frame.join_ref.as_deref(),
+            frame.msg_ref.as_deref(),
+            NEARBY_TOPIC,
+        ));
+        self.push(wire::close(
+            self.vsn,
+            frame.join_ref.as_deref(),
+            NEARBY_TOPIC,
+        ));
     }
 
     /// `location` `{"lat","lng","accuracy_m"?}`: moves the member, re-homing it when it left its
     /// cell by more than the hysteresis; replies ok (or error, changing nothing).
-    pub(crate) fn location(&mut self, frame: &InboundFrame, ctx: &mut Context<Self>) -> Result<(), Refusal> {
+    pub(crate) fn location(
+        &mut self,
+        frame: &InboundFrame,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), Refusal> {
         let payload = json_value(frame).map_err(|e| refuse("InvalidLocation", e))?;
         let p = point(&payload).map_err(|e| refuse("InvalidLocation", e))?;
         if let Some(acc) = payload.get("accuracy_m") {
             if !acc.as_f64().is_some_and(|a| a >= 0.0) {
-                return Err(refuse("InvalidLocation", "accuracy_m must be a non-negative number"));
+                return Err(refuse(
+                    "InvalidLocation",
+                    "accuracy_m must be a non-negative number",
+                ));
             }
         }
         let limits = self.engine.cells.limits().clone();
-        let (id, vsn, outbox, user_id) = (self.id, self.vsn, self.outbox.clone(), self.user_id.clone());
-        let st = self.nearby.as_mut().ok_or_else(|| refuse("UnmatchedTopic", "join realtime:nearby first"))?;
+        let (id, vsn, outbox, user_id) =
+            (self.id, self.vsn, self.outbox.clone(), self.user_id.clone());
+        let st = self
+            .nearby
+            .as_mut()
+            .ok_or_else(|| refuse("UnmatchedTopic", "join realtime:nearby first"))?;
         st.point = Some(p);
-        let stays = st.home.as_ref().is_some_and(|h| outside_m(&h.bbox, p) <= limits.rehome_hysteresis_m);
+        let stays = st
+            .home
+            .as_ref()
+            .is_some_and(|h| outside_m(&h.bbox, p) <= limits.rehome_hysteresis_m);
         if stays {
             let home = st.home.as_ref().expect("checked above");
-            if home.addr.try_send(Move { session: id, point: p }).is_err() {
+            if home
+                .addr
+                .try_send(Move {
+                    session: id,
+                    point: p,
+                })
+                .is_err()
+            {
                 m::dropped(DropReason::CellMailboxFull);
             }
         } else {
@@ -153,11 +209,19 @@ impl UserSession {
                 point: p,
                 radius_m: st.radius_m,
             };
-            st.home = Some(HomeCell { addr: addr.clone(), bbox });
+            st.home = Some(HomeCell {
+                addr: addr.clone(),
+                bbox,
+            });
             // Waiting keeps this member's later moves behind its arrival in the new cell.
             ctx.wait(addr.send(enter).into_actor(self).map(|_, _, _| ()));
         }
-        self.push(wire::reply_ok(self.vsn, frame.join_ref.as_deref(), frame.msg_ref.as_deref(), NEARBY_TOPIC));
+        self.push(wire::reply_ok(
+            self.vsn,
+            frame.join_ref.as_deref(),
+            frame.msg_ref.as_deref(),
+            NEARBY_TOPIC,
+        ));
         self.send_nearby_presence(ctx);
         Ok(())
     }
@@ -166,7 +230,9 @@ impl UserSession {
     /// first, at most once per beacon interval.
     fn send_nearby_presence(&mut self, ctx: &mut Context<Self>) {
         let limits = self.engine.cells.limits().clone();
-        let Some(st) = self.nearby.as_mut() else { return };
+        let Some(st) = self.nearby.as_mut() else {
+            return;
+        };
         let Some(p) = st.point else { return };
         let interval = Duration::from_millis(limits.beacon_interval_ms);
         if st.presence_sent_at.is_some_and(|t| t.elapsed() < interval) {
@@ -176,8 +242,18 @@ impl UserSession {
         let (radius, join_ref) = (st.radius_m, st.join_ref.clone());
         let targets = self.engine.cells.targets(p, radius + COVER_SLACK_M);
         let query = async move {
-            let asks = targets.into_iter().map(|c| c.send(NearbyMembers { point: p, radius_m: radius }));
-            futures_util::future::join_all(asks).await.into_iter().flatten().flatten().collect::<Vec<_>>()
+            let asks = targets.into_iter().map(|c| {
+                c.send(NearbyMembers {
+                    point: p,
+                    radius_m: radius,
+                })
+            });
+            futures_util::future::join_all(asks)
+                .await
+                .into_iter()
+                .flatten()
+                .flatten()
+                .collect::<Vec<_>>()
         };
         let max = limits.presence_members_max;
         ctx.spawn(query.into_actor(self).map(move |mut members, act, _| {
@@ -193,20 +269,33 @@ impl UserSession {
                     "lng": n.point.lng,
                     "distance_m": n.distance_m,
                 });
-                let entry = state.entry(n.user_id.to_string()).or_insert_with(|| json!({"metas": []}));
+                let entry = state
+                    .entry(n.user_id.to_string())
+                    .or_insert_with(|| json!({"metas": []}));
                 if let Some(metas) = entry["metas"].as_array_mut() {
                     metas.push(meta);
                 }
             }
             let payload = raw(Value::Object(state).to_string());
-            act.push(encode_message(act.vsn, join_ref.as_deref(), None, NEARBY_TOPIC, "presence_state", &payload));
+            act.push(encode_message(
+                act.vsn,
+                join_ref.as_deref(),
+                None,
+                NEARBY_TOPIC,
+                "presence_state",
+                &payload,
+            ));
         }));
     }
 
     /// `post` `{"id","content","lat","lng","radius_m"}`: stored, replied `{"id","created_at"}`
     /// after commit, then delivered to every member within `radius_m` exactly once. A re-post
     /// of the same id gets the same reply and no second delivery.
-    pub(crate) fn post(&mut self, frame: &InboundFrame, ctx: &mut Context<Self>) -> Result<(), Refusal> {
+    pub(crate) fn post(
+        &mut self,
+        frame: &InboundFrame,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), Refusal> {
         if self.nearby.is_none() {
             return Err(refuse("UnmatchedTopic", "join realtime:nearby first"));
         }
@@ -214,20 +303,35 @@ impl UserSession {
         let payload = json_value(frame).map_err(|e| refuse("InvalidPost", e))?;
         let id = match payload.get("id") {
             Some(Value::String(s)) if !s.is_empty() && s.len() <= POST_ID_BYTES_MAX => s.clone(),
-            _ => return Err(refuse("InvalidPost", format!("id must be a string of 1..={POST_ID_BYTES_MAX} bytes"))),
+            _ => {
+                return Err(refuse(
+                    "InvalidPost",
+                    format!("id must be a string of 1..={POST_ID_BYTES_MAX} bytes"),
+                ))
+            }
         };
         let content = match payload.get("content") {
             Some(Value::String(s)) if s.len() <= limits.content_bytes_max => s.clone(),
             _ => {
                 let max = limits.content_bytes_max;
-                return Err(refuse("InvalidPost", format!("content must be a string of at most {max} bytes")));
+                return Err(refuse(
+                    "InvalidPost",
+                    format!("content must be a string of at most {max} bytes"),
+                ));
             }
         };
         let p = point(&payload).map_err(|e| refuse("InvalidPost", e))?;
         let radius_m = number(&payload, "radius_m")
-            .and_then(|r| locus_geo::radius(r, limits.radius_m_min, limits.radius_m_max).map_err(|e| e.to_string()))
+            .and_then(|r| {
+                locus_geo::radius(r, limits.radius_m_min, limits.radius_m_max)
+                    .map_err(|e| e.to_string())
+            })
             .map_err(|e| refuse("InvalidPost", e))?;
-        let writer = self.engine.geo_writer.as_ref().ok_or_else(|| refuse("StorageError", "storage is off"))?;
+        let writer = self
+            .engine
+            .geo_writer
+            .as_ref()
+            .ok_or_else(|| refuse("StorageError", "storage is off"))?;
         let record = locus_storage::NewGeoMessage {
             id: id.clone(),
             user_id: self.user_id.to_string(),
@@ -238,16 +342,28 @@ impl UserSession {
         };
         let accepted_at = Instant::now();
         let (done, completion) = tokio::sync::oneshot::channel();
-        writer
-            .try_send(GeoAppend { record, done })
-            .map_err(|_| refuse("StorageBusy", "too many geo messages in flight, retry later"))?;
+        writer.try_send(GeoAppend { record, done }).map_err(|_| {
+            refuse(
+                "StorageBusy",
+                "too many geo messages in flight, retry later",
+            )
+        })?;
         let (join_ref, msg_ref) = (frame.join_ref.clone(), frame.msg_ref.clone());
         ctx.spawn(completion.into_actor(self).map(move |result, act, _| {
-            match result.unwrap_or_else(|_| Err(DurableError::Unavailable("geo writer stopped".into()))) {
+            match result
+                .unwrap_or_else(|_| Err(DurableError::Unavailable("geo writer stopped".into())))
+            {
                 Ok(stored) => {
                     let created_at = locus_storage::time::rfc3339_ms(stored.created_at_ms);
                     let response = json!({ "id": id, "created_at": created_at }).to_string();
-                    act.push(wire::reply(act.vsn, join_ref.as_deref(), msg_ref.as_deref(), NEARBY_TOPIC, true, &raw(response)));
+                    act.push(wire::reply(
+                        act.vsn,
+                        join_ref.as_deref(),
+                        msg_ref.as_deref(),
+                        NEARBY_TOPIC,
+                        true,
+                        &raw(response),
+                    ));
                     if !stored.duplicate {
                         let post = GeoPost {
                             id,
@@ -264,8 +380,17 @@ impl UserSession {
                 Err(e) => {
                     m::protocol_error(e.code());
                     let message = e.to_string();
-                    let detail = message.split_once(": ").map_or(message.as_str(), |(_, d)| d);
-                    act.push(wire::reply_error(act.vsn, join_ref.as_deref(), msg_ref.as_deref(), NEARBY_TOPIC, e.code(), detail));
+                    let detail = message
+                        .split_once(": ")
+                        .map_or(message.as_str(), |(_, d)| d);
+                    act.push(wire::reply_error(
+                        act.vsn,
+                        join_ref.as_deref(),
+                        msg_ref.as_deref(),
+                        NEARBY_TOPIC,
+                        e.code(),
+                        detail,
+                    ));
                 }
             }
         }));
@@ -275,7 +400,11 @@ impl UserSession {
     /// Sends a stored post once to each active cell of its cover, and to the explicit
     /// `realtime:geo:<geohash>` rooms of the cells containing its point.
     fn fan_out_post(&self, post: Arc<GeoPost>) {
-        for cell in self.engine.cells.targets(post.point, post.radius_m + COVER_SLACK_M) {
+        for cell in self
+            .engine
+            .cells
+            .targets(post.point, post.radius_m + COVER_SLACK_M)
+        {
             if cell.try_send(Fanout(post.clone())).is_err() {
                 m::dropped(DropReason::CellMailboxFull);
             }

@@ -223,7 +223,10 @@ impl StorageWriter {
 pub trait Batchable: Sized + Send + 'static {
     type Outcome: Send + 'static;
     /// Writes one batch in one transaction.
-    fn write(store: &AnyStore, batch: &[Self]) -> impl std::future::Future<Output = Result<Vec<Self::Outcome>, StoreError>> + Send;
+    fn write(
+        store: &AnyStore,
+        batch: &[Self],
+    ) -> impl std::future::Future<Output = Result<Vec<Self::Outcome>, StoreError>> + Send;
 }
 
 impl Batchable for NewPublication {

@@ -293,7 +293,10 @@ impl UserSession {
             }
             (NEARBY_TOPIC, "location") => self.location(&frame, ctx),
             (NEARBY_TOPIC, "post") => self.post(&frame, ctx),
-            (_, "location" | "post") => Err(refuse("UnmatchedTopic", "location and post go to realtime:nearby")),
+            (_, "location" | "post") => Err(refuse(
+                "UnmatchedTopic",
+                "location and post go to realtime:nearby",
+            )),
             (_, "phx_join") => self.join(&frame, ctx),
             (_, "phx_leave") => {
                 self.leave(&frame, ctx);
@@ -428,7 +431,10 @@ impl UserSession {
         if let Some(cell) = topic.strip_prefix(crate::nearby::GEO_TOPIC_PREFIX) {
             return match locus_geo::cell::parse(cell) {
                 Ok(c) if c == cell && c.len() <= 9 => Ok(()),
-                _ => Err(refuse("InvalidTopic", "geo rooms are realtime:geo:<geohash of 1..=9 lower-case characters>")),
+                _ => Err(refuse(
+                    "InvalidTopic",
+                    "geo rooms are realtime:geo:<geohash of 1..=9 lower-case characters>",
+                )),
             };
         }
         match topic.strip_prefix(TOPIC_PREFIX) {

@@ -26,22 +26,30 @@ pub struct BBox {
 
 impl BBox {
     pub fn contains(&self, p: Point) -> bool {
-        (self.lat_min..=self.lat_max).contains(&p.lat) && (self.lng_min..=self.lng_max).contains(&p.lng)
+        (self.lat_min..=self.lat_max).contains(&p.lat)
+            && (self.lng_min..=self.lng_max).contains(&p.lng)
     }
 }
 
 /// The cell of length `len` (1..=12) containing `p`.
 pub fn encode(p: Point, len: usize) -> String {
-    assert!((1..=CELL_LEN_MAX).contains(&len), "cell length {len} out of 1..={CELL_LEN_MAX}");
+    assert!(
+        (1..=CELL_LEN_MAX).contains(&len),
+        "cell length {len} out of 1..={CELL_LEN_MAX}"
+    );
     let lat = p.lat.min(LAT_BELOW_NORTH_POLE);
     let lng = if p.lng >= 180.0 { -180.0 } else { p.lng };
-    geohash::encode(geohash::Coord { x: lng, y: lat }, len).expect("validated, clamped coordinates encode")
+    geohash::encode(geohash::Coord { x: lng, y: lat }, len)
+        .expect("validated, clamped coordinates encode")
 }
 
 /// Normalises and validates a cell name (lower-cased, 1..=12 base32 characters).
 pub fn parse(cell: &str) -> Result<String, GeoError> {
     let lower = cell.to_ascii_lowercase();
-    if lower.is_empty() || lower.len() > CELL_LEN_MAX || !lower.chars().all(|c| ALPHABET.contains(c)) {
+    if lower.is_empty()
+        || lower.len() > CELL_LEN_MAX
+        || !lower.chars().all(|c| ALPHABET.contains(c))
+    {
         return Err(GeoError::Cell(cell.to_owned()));
     }
     Ok(lower)
@@ -51,7 +59,12 @@ pub fn parse(cell: &str) -> Result<String, GeoError> {
 pub fn bbox(cell: &str) -> Result<BBox, GeoError> {
     let cell = parse(cell)?;
     let r = geohash::decode_bbox(&cell).map_err(|_| GeoError::Cell(cell.clone()))?;
-    Ok(BBox { lat_min: r.min().y, lat_max: r.max().y, lng_min: r.min().x, lng_max: r.max().x })
+    Ok(BBox {
+        lat_min: r.min().y,
+        lat_max: r.max().y,
+        lng_min: r.min().x,
+        lng_max: r.max().x,
+    })
 }
 
 /// The distinct cells adjacent to `cell` (up to 8): longitude wraps at the antimeridian;
@@ -63,7 +76,16 @@ pub fn neighbors(cell: &str) -> Result<Vec<String>, GeoError> {
     let mut out: Vec<String> = Vec::with_capacity(8);
     let at_north = b.lat_max >= 90.0;
     let at_south = b.lat_min <= -90.0;
-    for (dir, c) in [("n", n.n), ("ne", n.ne), ("e", n.e), ("se", n.se), ("s", n.s), ("sw", n.sw), ("w", n.w), ("nw", n.nw)] {
+    for (dir, c) in [
+        ("n", n.n),
+        ("ne", n.ne),
+        ("e", n.e),
+        ("se", n.se),
+        ("s", n.s),
+        ("sw", n.sw),
+        ("w", n.w),
+        ("nw", n.nw),
+    ] {
         if (at_north && dir.starts_with('n')) || (at_south && dir.starts_with('s')) {
             continue;
         }
@@ -79,7 +101,10 @@ pub fn cell_size_deg(len: usize) -> (f64, f64) {
     let bits = 5 * len as u32;
     let lng_bits = bits.div_ceil(2);
     let lat_bits = bits / 2;
-    (180.0 / f64::from(1u32 << lat_bits), 360.0 / f64::from(1u32 << lng_bits))
+    (
+        180.0 / f64::from(1u32 << lat_bits),
+        360.0 / f64::from(1u32 << lng_bits),
+    )
 }
 
 #[cfg(test)]
@@ -97,16 +122,31 @@ mod tests {
         assert_eq!(encode(p(0.0, -180.0), 5), "80000");
         let mut n = neighbors("9q60y60rhs").unwrap();
         n.sort();
-        let mut want = vec!["9q60y60rht", "9q60y60rhv", "9q60y60rhu", "9q60y60rhg", "9q60y60rhe", "9q60y60rh7", "9q60y60rhk", "9q60y60rhm"];
+        let mut want = vec![
+            "9q60y60rht",
+            "9q60y60rhv",
+            "9q60y60rhu",
+            "9q60y60rhg",
+            "9q60y60rhe",
+            "9q60y60rh7",
+            "9q60y60rhk",
+            "9q60y60rhm",
+        ];
         want.sort();
         assert_eq!(n, want);
-        assert!(neighbors("xzrbx").unwrap().contains(&"8p208".to_owned()), "east wraps the antimeridian");
+        assert!(
+            neighbors("xzrbx").unwrap().contains(&"8p208".to_owned()),
+            "east wraps the antimeridian"
+        );
     }
 
     #[test]
     fn the_north_pole_stays_north() {
         let c = encode(p(90.0, 0.0), 9);
-        assert!(bbox(&c).unwrap().lat_max >= 90.0, "{c} must be in the top row");
+        assert!(
+            bbox(&c).unwrap().lat_max >= 90.0,
+            "{c} must be in the top row"
+        );
         let c = encode(p(90.0, 180.0), 9);
         assert!(bbox(&c).unwrap().lat_max >= 90.0);
         assert!(bbox(&encode(p(0.0, 180.0), 5)).unwrap().lng_min <= -180.0 + 1e-9);

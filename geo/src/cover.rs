@@ -65,17 +65,30 @@ fn cells_in(len: usize, lat: (f64, f64), lngs: &[(f64, f64)]) -> (u64, Vec<(u64,
     let rows = (180.0 / h).round() as u64;
     let cols = (360.0 / w).round() as u64;
     let (i0, i1) = index_range(lat.0, lat.1, -90.0, h, rows);
-    let col_ranges: Vec<(u64, u64)> = lngs.iter().map(|&(lo, hi)| index_range(lo, hi, -180.0, w, cols)).collect();
+    let col_ranges: Vec<(u64, u64)> = lngs
+        .iter()
+        .map(|&(lo, hi)| index_range(lo, hi, -180.0, w, cols))
+        .collect();
     let n_cols: u64 = col_ranges.iter().map(|(a, b)| b - a + 1).sum();
-    ((i1 - i0 + 1) * n_cols, std::iter::once((i0, i1)).chain(col_ranges).collect())
+    (
+        (i1 - i0 + 1) * n_cols,
+        std::iter::once((i0, i1)).chain(col_ranges).collect(),
+    )
 }
 
 /// Cells of one length (≤ `len_max`) whose union contains every point within `radius_m` of
 /// `center`; at most `cells_max` of them unless even length 1 needs more (never: 32 cells).
 /// Returns the length used and the cells, without duplicates.
-pub fn cover(center: Point, radius_m: f64, len_max: usize, cells_max: usize) -> (usize, Vec<String>) {
+pub fn cover(
+    center: Point,
+    radius_m: f64,
+    len_max: usize,
+    cells_max: usize,
+) -> (usize, Vec<String>) {
     let (lat, lngs) = bounds(center, radius_m);
-    let mut len = precision_for_radius(center.lat, radius_m).min(len_max).max(1);
+    let mut len = precision_for_radius(center.lat, radius_m)
+        .min(len_max)
+        .max(1);
     let (mut count, mut ranges) = cells_in(len, lat, &lngs);
     while count > cells_max as u64 && len > 1 {
         len -= 1;
@@ -89,7 +102,13 @@ pub fn cover(center: Point, radius_m: f64, len_max: usize, cells_max: usize) -> 
         for &(j0, j1) in &ranges[1..] {
             for j in j0..=j1 {
                 let cell_lng = -180.0 + (j as f64 + 0.5) * w;
-                let c = encode(Point { lat: cell_lat, lng: cell_lng }, len);
+                let c = encode(
+                    Point {
+                        lat: cell_lat,
+                        lng: cell_lng,
+                    },
+                    len,
+                );
                 if !out.contains(&c) {
                     out.push(c);
                 }
@@ -109,10 +128,17 @@ mod tests {
     fn destination(from: Point, bearing_deg: f64, dist_m: f64) -> Point {
         let (phi1, lambda1) = (from.lat.to_radians(), from.lng.to_radians());
         let (theta, delta) = (bearing_deg.to_radians(), dist_m / EARTH_RADIUS_M);
-        let phi2 = (phi1.sin() * delta.cos() + phi1.cos() * delta.sin() * theta.cos()).clamp(-1.0, 1.0).asin();
-        let lambda2 = lambda1 + (theta.sin() * delta.sin() * phi1.cos()).atan2(delta.cos() - phi1.sin() * phi2.sin());
+        let phi2 = (phi1.sin() * delta.cos() + phi1.cos() * delta.sin() * theta.cos())
+            .clamp(-1.0, 1.0)
+            .asin();
+        let lambda2 = lambda1
+            + (theta.sin() * delta.sin() * phi1.cos()).atan2(delta.cos() - phi1.sin() * phi2.sin());
         let lng = (lambda2.to_degrees() + 540.0).rem_euclid(360.0) - 180.0;
-        Point::new(phi2.to_degrees().clamp(-90.0, 90.0), lng.clamp(-180.0, 180.0)).unwrap()
+        Point::new(
+            phi2.to_degrees().clamp(-90.0, 90.0),
+            lng.clamp(-180.0, 180.0),
+        )
+        .unwrap()
     }
 
     fn centers() -> impl Strategy<Value = Point> {
@@ -130,20 +156,34 @@ mod tests {
     fn precision_follows_the_radius_rule() {
         assert_eq!(precision_for_radius(0.0, 1_000.0), 5, "len 6 is 611 m tall");
         assert_eq!(precision_for_radius(55.0, 1_000.0), 5);
-        assert_eq!(precision_for_radius(0.0, 100.0), 7, "len 7 is 153 m by 153 m");
+        assert_eq!(
+            precision_for_radius(0.0, 100.0),
+            7,
+            "len 7 is 153 m by 153 m"
+        );
         assert_eq!(precision_for_radius(0.0, 50_000.0), 3);
     }
 
     #[test]
     fn covers_split_at_the_antimeridian_and_span_the_pole() {
         let (_, cells) = cover(Point::new(0.0, 179.9999).unwrap(), 500.0, 6, 64);
-        let east = cells.iter().any(|c| crate::bbox(c).unwrap().lng_max >= 180.0);
-        let west = cells.iter().any(|c| crate::bbox(c).unwrap().lng_min <= -180.0);
+        let east = cells
+            .iter()
+            .any(|c| crate::bbox(c).unwrap().lng_max >= 180.0);
+        let west = cells
+            .iter()
+            .any(|c| crate::bbox(c).unwrap().lng_min <= -180.0);
         assert!(east && west, "{cells:?}");
         let (len, cells) = cover(Point::new(89.999, 0.0).unwrap(), 1_000.0, 6, 64);
         assert!(cells.len() <= 64 && len >= 1);
-        let lngs: Vec<f64> = cells.iter().map(|c| crate::bbox(c).unwrap().lng_min).collect();
-        assert!(lngs.contains(&-180.0) && lngs.iter().any(|&l| l > 0.0), "all longitudes meet at the pole");
+        let lngs: Vec<f64> = cells
+            .iter()
+            .map(|c| crate::bbox(c).unwrap().lng_min)
+            .collect();
+        assert!(
+            lngs.contains(&-180.0) && lngs.iter().any(|&l| l > 0.0),
+            "all longitudes meet at the pole"
+        );
     }
 
     proptest! {

@@ -46,7 +46,10 @@ impl Point {
             return Err(GeoError::Longitude(lng));
         }
         // -0.0 and 0.0 are the same place; keep one representation.
-        Ok(Point { lat: lat + 0.0, lng: lng + 0.0 })
+        Ok(Point {
+            lat: lat + 0.0,
+            lng: lng + 0.0,
+        })
     }
 }
 
@@ -79,7 +82,10 @@ mod tests {
         assert!((haversine_m(palermo, catania) - 166_227.59).abs() < 0.05);
         let east = Point::new(0.0, 179.999).unwrap();
         let west = Point::new(0.0, -179.999).unwrap();
-        assert!((haversine_m(east, west) - 222.39).abs() < 0.01, "across the antimeridian");
+        assert!(
+            (haversine_m(east, west) - 222.39).abs() < 0.01,
+            "across the antimeridian"
+        );
         assert_eq!(haversine_m(palermo, palermo), 0.0);
     }
 
@@ -87,7 +93,13 @@ mod tests {
     fn points_are_validated() {
         assert!(Point::new(90.0, 180.0).is_ok());
         assert!(Point::new(-90.0, -180.0).is_ok());
-        for (lat, lng) in [(90.0001, 0.0), (0.0, 180.0001), (f64::NAN, 0.0), (0.0, f64::INFINITY), (-91.0, 0.0)] {
+        for (lat, lng) in [
+            (90.0001, 0.0),
+            (0.0, 180.0001),
+            (f64::NAN, 0.0),
+            (0.0, f64::INFINITY),
+            (-91.0, 0.0),
+        ] {
             assert!(Point::new(lat, lng).is_err(), "{lat},{lng}");
         }
         assert!(Point::new(-0.0, -0.0).unwrap().lat.is_sign_positive());

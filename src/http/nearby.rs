@@ -24,14 +24,24 @@ pub struct NearbyParams {
 }
 
 fn number(name: &str, v: &Option<String>) -> Result<f64, ApiError> {
-    let raw = v.as_deref().ok_or_else(|| ApiError::bad_request("InvalidParameter", &format!("{name} is required")))?;
+    let raw = v
+        .as_deref()
+        .ok_or_else(|| ApiError::bad_request("InvalidParameter", &format!("{name} is required")))?;
     raw.parse::<f64>()
         .ok()
         .filter(|x| x.is_finite())
-        .ok_or_else(|| ApiError::bad_request("InvalidParameter", &format!("{name} must be a finite number")))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "InvalidParameter",
+                &format!("{name} must be a finite number"),
+            )
+        })
 }
 
-pub async fn nearby(params: web::Query<NearbyParams>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn nearby(
+    params: web::Query<NearbyParams>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let geo = &state.config.geo;
     let center = Point::new(number("lat", &params.lat)?, number("lng", &params.lng)?)
         .map_err(|e| ApiError::bad_request("InvalidParameter", &e.to_string()))?;
@@ -43,25 +53,46 @@ pub async fn nearby(params: web::Query<NearbyParams>, state: web::Data<AppState>
         .map_err(|e| ApiError::bad_request("InvalidParameter", &e.to_string()))?;
     let limit = match &params.limit {
         None => LIMIT_DEFAULT.min(geo.nearby_limit_max),
-        Some(l) => l.parse::<usize>().ok().filter(|l| (1..=geo.nearby_limit_max).contains(l)).ok_or_else(|| {
-            ApiError::bad_request("InvalidParameter", &format!("limit must be an integer in 1..={}", geo.nearby_limit_max))
-        })?,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=geo.nearby_limit_max).contains(l))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "InvalidParameter",
+                    &format!("limit must be an integer in 1..={}", geo.nearby_limit_max),
+                )
+            })?,
     };
     let since_ms = match &params.since {
         None => None,
-        Some(s) => Some(
-            locus_storage::time::parse_rfc3339_ms(s)
-                .ok_or_else(|| ApiError::bad_request("InvalidParameter", "since must be an RFC 3339 time"))?,
-        ),
+        Some(s) => Some(locus_storage::time::parse_rfc3339_ms(s).ok_or_else(|| {
+            ApiError::bad_request("InvalidParameter", "since must be an RFC 3339 time")
+        })?),
     };
     let storage = state.engine.storage.as_ref().ok_or_else(|| {
-        ApiError::new(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, "StorageUnavailable", "storage is off")
+        ApiError::new(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "StorageUnavailable",
+            "storage is off",
+        )
     })?;
     let hits = storage
         .store
-        .nearby(&NearbyQuery { center, radius_m, limit, since_ms })
+        .nearby(&NearbyQuery {
+            center,
+            radius_m,
+            limit,
+            since_ms,
+        })
         .await
-        .map_err(|e| ApiError::new(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, "StorageUnavailable", &e.to_string()))?;
+        .map_err(|e| {
+            ApiError::new(
+                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                "StorageUnavailable",
+                &e.to_string(),
+            )
+        })?;
     let messages: Vec<_> = hits
         .into_iter()
         .map(|h| {

@@ -125,11 +125,17 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Stores geo messages in one transaction; a message whose `(user_id, id)` is already
     /// stored (or repeated in the batch) is a duplicate carrying the original `created_at`.
-    fn append_geo(&self, batch: &[NewGeoMessage]) -> impl Future<Output = Result<Vec<GeoAppended>, StoreError>> + Send;
+    fn append_geo(
+        &self,
+        batch: &[NewGeoMessage],
+    ) -> impl Future<Output = Result<Vec<GeoAppended>, StoreError>> + Send;
 
     /// Geo messages whose point is within `radius_m` of `center`, nearest first: a geohash
     /// prefix range per covering cell (index scans), then the exact distance.
-    fn nearby(&self, query: &NearbyQuery) -> impl Future<Output = Result<Vec<NearbyHit>, StoreError>> + Send;
+    fn nearby(
+        &self,
+        query: &NearbyQuery,
+    ) -> impl Future<Output = Result<Vec<NearbyHit>, StoreError>> + Send;
 }
 
 /// Length of the geohash stored with each geo message (4.8 m cells).
@@ -176,9 +182,13 @@ pub struct NearbyQuery {
 impl NearbyQuery {
     /// The prefix ranges `[lo, hi)` of the cells covering the query circle.
     pub(crate) fn prefix_ranges(&self) -> Vec<(String, String)> {
-        let (_, cells) = locus_geo::cover(self.center, self.radius_m, GEO_INDEX_LEN, NEARBY_CELLS_MAX);
+        let (_, cells) =
+            locus_geo::cover(self.center, self.radius_m, GEO_INDEX_LEN, NEARBY_CELLS_MAX);
         // '~' sorts after every base32 character, so [cell, cell~) is exactly the prefix.
-        cells.into_iter().map(|c| (c.clone(), format!("{c}~"))).collect()
+        cells
+            .into_iter()
+            .map(|c| (c.clone(), format!("{c}~")))
+            .collect()
     }
 
     /// Keeps the candidates within the radius, nearest first, at most `limit`.
@@ -186,10 +196,17 @@ impl NearbyQuery {
         let mut hits: Vec<NearbyHit> = candidates
             .into_iter()
             .filter(|m| self.since_ms.is_none_or(|s| m.created_at_ms >= s))
-            .map(|m| NearbyHit { distance_m: locus_geo::haversine_m(self.center, m.point), message: m })
+            .map(|m| NearbyHit {
+                distance_m: locus_geo::haversine_m(self.center, m.point),
+                message: m,
+            })
             .filter(|h| h.distance_m <= self.radius_m)
             .collect();
-        hits.sort_by(|a, b| a.distance_m.total_cmp(&b.distance_m).then_with(|| a.message.id.cmp(&b.message.id)));
+        hits.sort_by(|a, b| {
+            a.distance_m
+                .total_cmp(&b.distance_m)
+                .then_with(|| a.message.id.cmp(&b.message.id))
+        });
         hits.truncate(self.limit);
         hits
     }
@@ -201,13 +218,15 @@ pub(crate) fn first_occurrences(batch: &[NewGeoMessage]) -> Vec<Option<usize>> {
     batch
         .iter()
         .enumerate()
-        .map(|(i, m)| match seen.get(&(m.user_id.as_str(), m.id.as_str())) {
-            Some(&first) => Some(first),
-            None => {
-                seen.insert((&m.user_id, &m.id), i);
-                None
-            }
-        })
+        .map(
+            |(i, m)| match seen.get(&(m.user_id.as_str(), m.id.as_str())) {
+                Some(&first) => Some(first),
+                None => {
+                    seen.insert((&m.user_id, &m.id), i);
+                    None
+                }
+            },
+        )
         .collect()
 }
 
@@ -383,7 +402,13 @@ mod tests {
             Just(((-89.97, 45.0), 0.05)),
             Just(((48.85, 2.35), 0.2)),
         ]
-        .prop_flat_map(|(c, spread)| (near(c, spread), 1.0f64..=20_000.0, proptest::collection::vec(near(c, spread), 1..120)))
+        .prop_flat_map(|(c, spread)| {
+            (
+                near(c, spread),
+                1.0f64..=20_000.0,
+                proptest::collection::vec(near(c, spread), 1..120),
+            )
+        })
     }
 
     proptest! {

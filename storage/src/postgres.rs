@@ -11,8 +11,8 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::SqlSafeStr;
 
 use crate::{
-    new_epoch, Appended, Encoding, GeoAppended, History, NearbyHit, NearbyQuery, NewGeoMessage, NewPublication, Storage,
-    StoreError, Stored, GEO_INDEX_LEN,
+    new_epoch, Appended, Encoding, GeoAppended, History, NearbyHit, NearbyQuery, NewGeoMessage,
+    NewPublication, Storage, StoreError, Stored, GEO_INDEX_LEN,
 };
 
 /// How long a caller waits for a pooled connection before the attempt fails (transient), so an
@@ -254,7 +254,12 @@ impl Storage for PgStore {
 
     async fn append_geo(&self, batch: &[NewGeoMessage]) -> Result<Vec<GeoAppended>, StoreError> {
         let repeats = crate::first_occurrences(batch);
-        let firsts: Vec<&NewGeoMessage> = batch.iter().zip(&repeats).filter(|(_, r)| r.is_none()).map(|(m, _)| m).collect();
+        let firsts: Vec<&NewGeoMessage> = batch
+            .iter()
+            .zip(&repeats)
+            .filter(|(_, r)| r.is_none())
+            .map(|(m, _)| m)
+            .collect();
         let mut tx = self.pool.begin().await?;
         let inserted: Vec<(String, String)> = sqlx::query_as(
             "INSERT INTO geo_messages (id, user_id, content, lat, lng, radius_m, geohash, created_at) \
@@ -273,8 +278,10 @@ impl Storage for PgStore {
         .fetch_all(&mut *tx)
         .await?;
         let new: std::collections::HashSet<(String, String)> = inserted.into_iter().collect();
-        let existing_keys: Vec<&&NewGeoMessage> =
-            firsts.iter().filter(|m| !new.contains(&(m.user_id.clone(), m.id.clone()))).collect();
+        let existing_keys: Vec<&&NewGeoMessage> = firsts
+            .iter()
+            .filter(|m| !new.contains(&(m.user_id.clone(), m.id.clone())))
+            .collect();
         let originals: Vec<(String, String, i64)> = sqlx::query_as(
             "SELECT g.user_id, g.id, (extract(epoch from g.created_at) * 1000)::bigint FROM geo_messages g \
              JOIN UNNEST($1::text[], $2::text[]) AS k(u, i) ON g.user_id = k.u AND g.id = k.i",
@@ -284,14 +291,24 @@ impl Storage for PgStore {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        let original: HashMap<(String, String), i64> = originals.into_iter().map(|(u, i, c)| ((u, i), c)).collect();
+        let original: HashMap<(String, String), i64> =
+            originals.into_iter().map(|(u, i, c)| ((u, i), c)).collect();
         let mut out: Vec<GeoAppended> = Vec::with_capacity(batch.len());
         for (m, repeat) in batch.iter().zip(&repeats) {
             let outcome = match repeat {
-                Some(first) => GeoAppended { created_at_ms: out[*first].created_at_ms, duplicate: true },
+                Some(first) => GeoAppended {
+                    created_at_ms: out[*first].created_at_ms,
+                    duplicate: true,
+                },
                 None => match original.get(&(m.user_id.clone(), m.id.clone())) {
-                    Some(&created) => GeoAppended { created_at_ms: created, duplicate: true },
-                    None => GeoAppended { created_at_ms: m.created_at_ms, duplicate: false },
+                    Some(&created) => GeoAppended {
+                        created_at_ms: created,
+                        duplicate: true,
+                    },
+                    None => GeoAppended {
+                        created_at_ms: m.created_at_ms,
+                        duplicate: false,
+                    },
                 },
             };
             out.push(outcome);

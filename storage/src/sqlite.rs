@@ -13,8 +13,8 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, SqlSafeStr, Sqlite};
 
 use crate::{
-    new_epoch, Appended, Encoding, GeoAppended, History, NearbyHit, NearbyQuery, NewGeoMessage, NewPublication, Storage,
-    StoreError, Stored, GEO_INDEX_LEN,
+    new_epoch, Appended, Encoding, GeoAppended, History, NearbyHit, NearbyQuery, NewGeoMessage,
+    NewPublication, Storage, StoreError, Stored, GEO_INDEX_LEN,
 };
 
 /// How long a connection waits on a locked database before failing (transient).
@@ -254,7 +254,10 @@ impl Storage for SqliteStore {
         for (m, repeat) in batch.iter().zip(&repeats) {
             if let Some(first) = repeat {
                 let original = out[*first].created_at_ms;
-                out.push(GeoAppended { created_at_ms: original, duplicate: true });
+                out.push(GeoAppended {
+                    created_at_ms: original,
+                    duplicate: true,
+                });
                 continue;
             }
             let done = sqlx::query(
@@ -272,15 +275,22 @@ impl Storage for SqliteStore {
             .execute(&mut *tx)
             .await?;
             if done.rows_affected() == 1 {
-                out.push(GeoAppended { created_at_ms: m.created_at_ms, duplicate: false });
+                out.push(GeoAppended {
+                    created_at_ms: m.created_at_ms,
+                    duplicate: false,
+                });
             } else {
-                let (created,): (i64,) =
-                    sqlx::query_as("SELECT created_at FROM geo_messages WHERE user_id = ?1 AND id = ?2")
-                        .bind(&m.user_id)
-                        .bind(&m.id)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                out.push(GeoAppended { created_at_ms: created, duplicate: true });
+                let (created,): (i64,) = sqlx::query_as(
+                    "SELECT created_at FROM geo_messages WHERE user_id = ?1 AND id = ?2",
+                )
+                .bind(&m.user_id)
+                .bind(&m.id)
+                .fetch_one(&mut *tx)
+                .await?;
+                out.push(GeoAppended {
+                    created_at_ms: created,
+                    duplicate: true,
+                });
             }
         }
         tx.commit().await?;

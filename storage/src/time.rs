@@ -19,12 +19,20 @@ pub fn rfc3339_ms(ms: i64) -> String {
 /// since the Unix epoch.
 pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ') {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ')
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
         let t = s.get(r)?;
-        if t.bytes().all(|c| c.is_ascii_digit()) { t.parse().ok() } else { None }
+        if t.bytes().all(|c| c.is_ascii_digit()) {
+            t.parse().ok()
+        } else {
+            None
+        }
     };
     let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     if b[13] != b':' || b[16] != b':' {
@@ -52,7 +60,11 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
         b'Z' | b'z' if i + 1 == b.len() => 0,
         sign @ (b'+' | b'-') if i + 6 == b.len() && b[i + 3] == b':' => {
             let m = num(i + 1..i + 3)? * 60 + num(i + 4..i + 6)?;
-            if *sign == b'+' { m } else { -m }
+            if *sign == b'+' {
+                m
+            } else {
+                -m
+            }
         }
         _ => return None,
     };
@@ -93,9 +105,22 @@ mod tests {
         for ms in [0, 951_782_400_123, 1_795_392_000_000, -1] {
             assert_eq!(parse_rfc3339_ms(&rfc3339_ms(ms)), Some(ms));
         }
-        assert_eq!(parse_rfc3339_ms("2026-11-23T01:00:00+01:00"), Some(1_795_392_000_000));
-        assert_eq!(parse_rfc3339_ms("2026-11-23T00:00:00.5Z"), Some(1_795_392_000_500));
-        for bad in ["", "2026-11-23", "2026-13-01T00:00:00Z", "2026-11-23T00:00:00", "yesterday", "2026-11-23T00:00:00Zjunk"] {
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-23T01:00:00+01:00"),
+            Some(1_795_392_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-23T00:00:00.5Z"),
+            Some(1_795_392_000_500)
+        );
+        for bad in [
+            "",
+            "2026-11-23",
+            "2026-13-01T00:00:00Z",
+            "2026-11-23T00:00:00",
+            "yesterday",
+            "2026-11-23T00:00:00Zjunk",
+        ] {
             assert_eq!(parse_rfc3339_ms(bad), None, "{bad}");
         }
     }
