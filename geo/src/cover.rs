@@ -3,9 +3,9 @@
 //!
 //! The circle's exact latitude/longitude bounding box (a spherical cap's longitude extent is
 //! `asin(sin d / cos φ)`; a cap reaching a pole spans every longitude) is split at ±180 and
-//! every cell of the chosen length inside it is listed. The length starts from the radius
-//! rule (cell height and width at this latitude ≥ r) and is shortened until the cover holds
-//! at most `cells_max` cells, so the cost stays bounded near the poles.
+//! every cell of the chosen length inside it is listed. The length is the longest (finest) one,
+//! up to `len_max`, whose cover holds at most `cells_max` cells: fine cells keep index scans
+//! and fan-outs tight, and the bound keeps the cost fixed near the poles.
 
 use crate::cell::{cell_size_deg, encode};
 use crate::{Point, EARTH_RADIUS_M};

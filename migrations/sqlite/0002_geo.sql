@@ -1,4 +1,6 @@
--- Geo messages: pinned to a point, found by geohash prefix then exact distance.
+-- Geo messages: pinned to a point, found by geohash prefix then exact distance. The table is
+-- clustered on the geohash (WITHOUT ROWID, geohash first in the key), so a prefix range reads
+-- neighbouring pages instead of one random lookup per message.
 CREATE TABLE IF NOT EXISTS geo_messages (
     id         TEXT    NOT NULL,   -- the client's id
     user_id    TEXT    NOT NULL,
@@ -8,8 +10,8 @@ CREATE TABLE IF NOT EXISTS geo_messages (
     radius_m   REAL    NOT NULL,
     geohash    TEXT    NOT NULL,   -- 9 characters
     created_at INTEGER NOT NULL,   -- milliseconds since the Unix epoch
-    PRIMARY KEY (user_id, id)
+    PRIMARY KEY (geohash, user_id, id)
 ) WITHOUT ROWID;
 
-CREATE INDEX IF NOT EXISTS geo_messages_geohash ON geo_messages (geohash);
+CREATE UNIQUE INDEX IF NOT EXISTS geo_messages_user_id ON geo_messages (user_id, id);
 CREATE INDEX IF NOT EXISTS geo_messages_created_at ON geo_messages (created_at);

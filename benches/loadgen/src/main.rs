@@ -10,6 +10,7 @@
 
 mod durable;
 mod fanout;
+mod geo;
 mod metrics_probe;
 mod report;
 
@@ -28,6 +29,8 @@ enum Scenario {
     Fanout(fanout::FanoutArgs),
     /// Acknowledged publications on durable topics, a window in flight per connection.
     Durable(durable::DurableArgs),
+    /// Nearby subscribers and moving members sending location beacons.
+    Geo(geo::GeoArgs),
 }
 
 #[tokio::main]
@@ -36,6 +39,7 @@ async fn main() {
     let summary = match cli.scenario {
         Scenario::Fanout(args) => fanout::run(args).await,
         Scenario::Durable(args) => durable::run(args).await,
+        Scenario::Geo(args) => geo::run(args).await,
     };
     println!(
         "{}",
