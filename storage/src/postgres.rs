@@ -94,6 +94,17 @@ impl PgStore {
         Ok(())
     }
 
+    /// A history page: `rows` with the topic's epoch and offset bounds.
+    async fn with_meta(&self, topic: &str, rows: Vec<Row>) -> Result<History, StoreError> {
+        let (epoch, next_offset, first_offset) = self.topic_meta(topic).await?;
+        Ok(History {
+            epoch,
+            first_offset,
+            next_offset,
+            publications: rows.into_iter().map(stored).collect(),
+        })
+    }
+
     async fn topic_meta(
         &self,
         topic: &str,
@@ -202,13 +213,7 @@ impl Storage for PgStore {
             .bind(limit as i64)
             .fetch_all(&self.pool)
             .await?;
-        let (epoch, next_offset, first_offset) = self.topic_meta(topic).await?;
-        Ok(History {
-            epoch,
-            first_offset,
-            next_offset,
-            publications: rows.into_iter().map(stored).collect(),
-        })
+        self.with_meta(topic, rows).await
     }
 
     async fn history_since(
@@ -227,13 +232,7 @@ impl Storage for PgStore {
             .bind(limit as i64)
             .fetch_all(&self.pool)
             .await?;
-        let (epoch, next_offset, first_offset) = self.topic_meta(topic).await?;
-        Ok(History {
-            epoch,
-            first_offset,
-            next_offset,
-            publications: rows.into_iter().map(stored).collect(),
-        })
+        self.with_meta(topic, rows).await
     }
 
     async fn purge_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {

@@ -43,6 +43,21 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// Runs a PostgreSQL tool, as `postgres` when we are root.
+fn pg_command(exe: &Path, args: &[&str]) -> std::io::Result<std::process::Output> {
+    if is_root() {
+        Command::new("runuser")
+            .arg("-u")
+            .arg("postgres")
+            .arg("--")
+            .arg(exe)
+            .args(args)
+            .output()
+    } else {
+        Command::new(exe).args(args).output()
+    }
+}
+
 impl PgCluster {
     pub fn start() -> PgCluster {
         let bin = find_bin();
@@ -89,18 +104,7 @@ impl PgCluster {
 
     fn run(&self, tool: &str, args: &[&str]) {
         let exe = self.bin.join(tool);
-        let out = if is_root() {
-            Command::new("runuser")
-                .arg("-u")
-                .arg("postgres")
-                .arg("--")
-                .arg(&exe)
-                .args(args)
-                .output()
-        } else {
-            Command::new(&exe).args(args).output()
-        }
-        .unwrap_or_else(|e| panic!("{tool} did not run: {e}"));
+        let out = pg_command(&exe, args).unwrap_or_else(|e| panic!("{tool} did not run: {e}"));
         assert!(
             out.status.success(),
             "{tool} failed: {}{}",
@@ -142,16 +146,6 @@ impl Drop for PgCluster {
         let exe = self.bin.join("pg_ctl");
         let data = self.data();
         let args = ["-D", data.as_str(), "-w", "stop", "-m", "immediate"];
-        let _ = if is_root() {
-            Command::new("runuser")
-                .arg("-u")
-                .arg("postgres")
-                .arg("--")
-                .arg(&exe)
-                .args(args)
-                .output()
-        } else {
-            Command::new(&exe).args(args).output()
-        };
+        let _ = pg_command(&exe, &args);
     }
 }
