@@ -2,7 +2,9 @@
 //! the geohash-prefix index ranges plus the exact distance filter, at random points of a
 //! city-sized area, for several radii.
 //!
-//! Run: `cargo bench --bench nearby` (the first run fills the database, ~1 minute).
+//! Run: `cargo bench --bench nearby` (fills a temporary SQLite database first, ~1 minute).
+//! Postgres: `LOCUS_BENCH_STORE_URL=postgres://… cargo bench --bench nearby` against an empty
+//! database.
 
 use std::time::Duration;
 
@@ -35,10 +37,9 @@ impl Rng {
     }
 }
 
-fn filled_store(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> AnyStore {
-    let url = format!("sqlite://{}/nearby.db", dir.display());
+fn filled_store(rt: &tokio::runtime::Runtime, url: &str) -> AnyStore {
     rt.block_on(async {
-        let store = AnyStore::connect(&url, 4).await.expect("sqlite opens");
+        let store = AnyStore::connect(url, 4).await.expect("store opens");
         let mut rng = Rng(0x2545_f491_4f6c_dd1d);
         let now = locus_storage::now_ms();
         for start in (0..MESSAGES).step_by(FILL_BATCH) {
@@ -64,8 +65,15 @@ fn nearby(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = filled_store(&rt, dir.path());
-    let mut group = c.benchmark_group("nearby_1M_sqlite");
+    let url = std::env::var("LOCUS_BENCH_STORE_URL")
+        .unwrap_or_else(|_| format!("sqlite://{}/nearby.db", dir.path().display()));
+    let store = filled_store(&rt, &url);
+    let backend = if url.starts_with("sqlite") {
+        "sqlite"
+    } else {
+        "postgres"
+    };
+    let mut group = c.benchmark_group(format!("nearby_1M_{backend}"));
     group.measurement_time(Duration::from_secs(5));
     for radius in [200.0, 1_000.0, 5_000.0] {
         let mut rng = Rng(7);

@@ -227,27 +227,31 @@ async fn nearby_matches_brute_force(s: &AnyStore) {
     for &(lat, lng, _) in &areas {
         for radius in [50.0, 800.0, 5_000.0, 30_000.0] {
             let center = Point::new(lat, (lng + 540.0f64).rem_euclid(360.0) - 180.0).unwrap();
-            let q = NearbyQuery {
-                center,
-                radius_m: radius,
-                limit: 1_000,
-                since_ms: None,
-            };
-            let got: Vec<String> = s
-                .nearby(&q)
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|h| h.message.id)
-                .collect();
             let mut brute: Vec<(f64, String)> = all
                 .iter()
                 .map(|m| (haversine_m(center, m.point), m.id.clone()))
                 .filter(|(d, _)| *d <= radius)
                 .collect();
             brute.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
-            let want: Vec<String> = brute.into_iter().map(|(_, id)| id).collect();
-            assert_eq!(got, want, "center {center:?} radius {radius}");
+            // Small limits end the expanding search early; the nearest ones must not change.
+            for limit in [1, 7, 40, 1_000] {
+                let q = NearbyQuery {
+                    center,
+                    radius_m: radius,
+                    limit,
+                    since_ms: None,
+                };
+                let got: Vec<String> = s
+                    .nearby(&q)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|h| h.message.id)
+                    .collect();
+                let want: Vec<String> =
+                    brute.iter().take(limit).map(|(_, id)| id.clone()).collect();
+                assert_eq!(got, want, "center {center:?} radius {radius} limit {limit}");
+            }
         }
     }
     let q = NearbyQuery {

@@ -10,10 +10,10 @@ use crate::broker::Body;
 use crate::broker::{Broker, InProcessBroker};
 use crate::cell::CellRegistry;
 use crate::config::{GeoLimits, RoomLimits, SessionLimits, StorageLimits};
-use crate::geo_writer::GeoWriter;
+use crate::geo_writer::{GeoSink, GeoWriter};
 use crate::history::HistoryCache;
 use crate::registry::{RoomRegistry, SessionRegistry};
-use crate::storage_writer::{Append, DurableError, StorageHealth, StorageWriter};
+use crate::storage_writer::{Append, DurableError, DurableSink, StorageHealth, StorageWriter};
 use crate::SessionId;
 use locus_protocol::PayloadEncoding;
 
@@ -64,10 +64,9 @@ impl Engine {
                 .map(|_| {
                     let writer = StorageWriter::new(
                         store.clone(),
-                        broker.clone(),
-                        cache.clone(),
                         limits.clone(),
                         health.clone(),
+                        DurableSink::new(broker.clone(), cache.clone()),
                     );
                     writer.start()
                 })
@@ -81,7 +80,13 @@ impl Engine {
             }
         });
         let geo_writer = storage.as_ref().map(|s| {
-            GeoWriter::new(s.store.clone(), (*s.limits).clone(), s.health.clone()).start()
+            GeoWriter::new(
+                s.store.clone(),
+                (*s.limits).clone(),
+                s.health.clone(),
+                GeoSink,
+            )
+            .start()
         });
         Engine {
             rooms,

@@ -4,6 +4,7 @@
 //! - [`user_session`]: the actor per connected client; decodes frames and routes them.
 //! - [`room`]: the actor per topic; members, presence, typing and fan-out.
 //! - [`cell`]: the actor per active geohash cell; nearby members, geo messages, beacons.
+//! - [`batch_writer`]: the batching actor both storage writers are built on.
 //! - [`geo_writer`]: the storage actor batching geo messages.
 //! - [`nearby`]: the session's side of `realtime:nearby` (location, post, nearby presence).
 //! - [`outbox`]: a connection's outbound queue, bounded in bytes (the backpressure point).
@@ -16,6 +17,7 @@
 //! - [`close_code`], [`config`], [`metrics`]: close codes, limits, metric names.
 //! - [`engine`]: the handle bundling registries, broker and limits.
 
+pub mod batch_writer;
 pub mod broker;
 pub mod cell;
 pub mod close_code;

@@ -27,8 +27,10 @@ pub fn precision_for_radius(lat: f64, radius_m: f64) -> usize {
         .unwrap_or(1)
 }
 
-/// The latitude range and longitude ranges (split at the antimeridian) of the circle.
-fn bounds(center: Point, radius_m: f64) -> ((f64, f64), Vec<(f64, f64)>) {
+/// The latitude range and longitude ranges (split at the antimeridian) of the circle: every
+/// point within `radius_m` of `center` has its latitude in the first and its longitude in one
+/// of the second.
+pub fn circle_bounds(center: Point, radius_m: f64) -> ((f64, f64), Vec<(f64, f64)>) {
     let d = radius_m / EARTH_RADIUS_M;
     let d_deg = d.to_degrees();
     let lat_min = (center.lat - d_deg - BBOX_SLACK_DEG).max(-90.0);
@@ -85,7 +87,7 @@ pub fn cover(
     len_max: usize,
     cells_max: usize,
 ) -> (usize, Vec<String>) {
-    let (lat, lngs) = bounds(center, radius_m);
+    let (lat, lngs) = circle_bounds(center, radius_m);
     let mut len = precision_for_radius(center.lat, radius_m)
         .min(len_max)
         .max(1);

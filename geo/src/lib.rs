@@ -12,7 +12,7 @@ pub mod cell;
 pub mod cover;
 
 pub use cell::{bbox, encode, neighbors, BBox, CELL_LEN_MAX};
-pub use cover::{cover, precision_for_radius};
+pub use cover::{circle_bounds, cover, precision_for_radius};
 
 /// Mean Earth radius (IUGG), in metres. One radius everywhere: distances, covers, queries.
 pub const EARTH_RADIUS_M: f64 = 6_371_008.8;

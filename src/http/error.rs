@@ -28,6 +28,25 @@ impl ApiError {
     }
 }
 
+impl From<locus_storage::StoreError> for ApiError {
+    /// A store that is down or overloaded is 503 (retry); anything else is the server's fault.
+    fn from(e: locus_storage::StoreError) -> Self {
+        if e.is_transient() {
+            Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "StorageUnavailable",
+                &e.to_string(),
+            )
+        } else {
+            Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "StorageError",
+                &e.to_string(),
+            )
+        }
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         self.status

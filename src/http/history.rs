@@ -50,14 +50,7 @@ pub async fn history(
     let h = storage
         .store
         .history(&topic, query.since_offset, limit)
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-                "StorageUnavailable",
-                &e.to_string(),
-            )
-        })?;
+        .await?;
     let messages: Vec<Value> = h
         .publications
         .into_iter()

@@ -85,14 +85,7 @@ pub async fn nearby(
             limit,
             since_ms,
         })
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-                "StorageUnavailable",
-                &e.to_string(),
-            )
-        })?;
+        .await?;
     let messages: Vec<_> = hits
         .into_iter()
         .map(|h| {

@@ -11,8 +11,8 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::SqlSafeStr;
 
 use crate::{
-    new_epoch, Appended, Encoding, GeoAppended, History, NearbyHit, NearbyQuery, NewGeoMessage,
-    NewPublication, Storage, StoreError, Stored, GEO_INDEX_LEN,
+    new_epoch, Appended, Encoding, GeoAppended, History, NearbyHit, NearbyQuery, NearbyScan,
+    NewGeoMessage, NewPublication, Storage, StoreError, Stored, GEO_INDEX_LEN,
 };
 
 /// How long a caller waits for a pooled connection before the attempt fails (transient), so an
@@ -316,21 +316,36 @@ impl Storage for PgStore {
     }
 
     async fn nearby(&self, query: &NearbyQuery) -> Result<Vec<NearbyHit>, StoreError> {
-        let (los, his): (Vec<String>, Vec<String>) = query.prefix_ranges().into_iter().unzip();
-        // One range scan of the geohash index per covering cell, joined in one statement.
+        query.search(|scan| self.nearby_scan(scan)).await
+    }
+}
+
+impl PgStore {
+    /// One ring of a nearby search: a range scan of the geohash index per covering cell, all
+    /// in one statement, with the bounding box applied before rows leave Postgres.
+    async fn nearby_scan(&self, scan: NearbyScan) -> Result<Vec<NewGeoMessage>, StoreError> {
+        let (los, his): (Vec<String>, Vec<String>) = scan.ranges.into_iter().unzip();
         let rows: Vec<GeoRow> = sqlx::query_as(
             "SELECT g.id, g.user_id, g.content, g.lat, g.lng, g.radius_m, \
              (extract(epoch from g.created_at) * 1000)::bigint \
              FROM UNNEST($1::text[], $2::text[]) AS r(lo, hi) \
              JOIN LATERAL (SELECT * FROM geo_messages WHERE geohash >= r.lo AND geohash < r.hi \
-                           AND created_at >= to_timestamp($3::double precision / 1000)) g ON true",
+                           AND created_at >= to_timestamp($3::double precision / 1000) \
+                           AND lat BETWEEN $4 AND $5 \
+                           AND (lng BETWEEN $6 AND $7 OR lng BETWEEN $8 AND $9)) g ON true",
         )
         .bind(&los)
         .bind(&his)
-        .bind(query.since_ms.unwrap_or(0))
+        .bind(scan.since_ms.max(0))
+        .bind(scan.lat.0)
+        .bind(scan.lat.1)
+        .bind(scan.lng[0].0)
+        .bind(scan.lng[0].1)
+        .bind(scan.lng[1].0)
+        .bind(scan.lng[1].1)
         .fetch_all(&self.pool)
         .await?;
-        Ok(query.finish(rows.into_iter().filter_map(geo_message).collect()))
+        Ok(rows.into_iter().filter_map(geo_message).collect())
     }
 }
 

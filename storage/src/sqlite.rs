@@ -13,8 +13,8 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, SqlSafeStr, Sqlite};
 
 use crate::{
-    new_epoch, Appended, Encoding, GeoAppended, History, NearbyHit, NearbyQuery, NewGeoMessage,
-    NewPublication, Storage, StoreError, Stored, GEO_INDEX_LEN,
+    new_epoch, Appended, Encoding, GeoAppended, History, NearbyHit, NearbyQuery, NearbyScan,
+    NewGeoMessage, NewPublication, Storage, StoreError, Stored, GEO_INDEX_LEN,
 };
 
 /// How long a connection waits on a locked database before failing (transient).
@@ -297,20 +297,36 @@ impl Storage for SqliteStore {
     }
 
     async fn nearby(&self, query: &NearbyQuery) -> Result<Vec<NearbyHit>, StoreError> {
+        query.search(|scan| self.nearby_scan(scan)).await
+    }
+}
+
+impl SqliteStore {
+    /// One ring of a nearby search: a range scan of the geohash primary key per covering cell,
+    /// with the bounding box applied before rows leave SQLite.
+    async fn nearby_scan(&self, scan: NearbyScan) -> Result<Vec<NewGeoMessage>, StoreError> {
         let mut candidates = Vec::new();
-        for (lo, hi) in query.prefix_ranges() {
+        for (lo, hi) in &scan.ranges {
             let rows: Vec<GeoRow> = sqlx::query_as(
                 "SELECT id, user_id, content, lat, lng, radius_m, created_at FROM geo_messages \
-                 WHERE geohash >= ?1 AND geohash < ?2 AND created_at >= ?3",
+                 WHERE geohash >= ?1 AND geohash < ?2 AND created_at >= ?3 \
+                 AND lat BETWEEN ?4 AND ?5 \
+                 AND (lng BETWEEN ?6 AND ?7 OR lng BETWEEN ?8 AND ?9)",
             )
             .bind(lo)
             .bind(hi)
-            .bind(query.since_ms.unwrap_or(i64::MIN))
+            .bind(scan.since_ms)
+            .bind(scan.lat.0)
+            .bind(scan.lat.1)
+            .bind(scan.lng[0].0)
+            .bind(scan.lng[0].1)
+            .bind(scan.lng[1].0)
+            .bind(scan.lng[1].1)
             .fetch_all(&self.pool)
             .await?;
             candidates.extend(rows.into_iter().filter_map(geo_message));
         }
-        Ok(query.finish(candidates))
+        Ok(candidates)
     }
 }
 
