@@ -180,11 +180,14 @@ pub struct NearbyQuery {
 }
 
 /// The first ring of a nearby search, as a fraction of the query radius.
-const NEARBY_FIRST_RING_DIVISOR: f64 = 64.0;
+const NEARBY_FIRST_RING_DIVISOR: f64 = 8.0;
 /// The smallest ring radius of a nearby search, in metres.
 const NEARBY_RING_MIN_M: f64 = 50.0;
-/// How much each ring of a nearby search grows its radius.
-const NEARBY_RING_GROWTH: f64 = 2.0;
+/// Bounds on how much one ring of a nearby search grows the radius over the previous one.
+const NEARBY_RING_GROWTH_MIN: f64 = 2.0;
+const NEARBY_RING_GROWTH_MAX: f64 = 8.0;
+/// Margin on the radius a ring's density predicts will hold `limit` messages.
+const NEARBY_RING_MARGIN: f64 = 1.25;
 
 /// One index scan of a nearby search, as the backends turn it into SQL: the covering cells'
 /// geohash prefix ranges, plus the circle's bounding box so that the rows in the corners of
@@ -201,21 +204,24 @@ pub(crate) struct NearbyScan {
 }
 
 impl NearbyQuery {
-    /// Ring radii of the expanding search, ascending, the last one being the query radius.
+    /// The radius of the first ring of the expanding search.
     ///
-    /// Why rings: a query only wants the `limit` nearest messages. In a dense area the
-    /// nearest ones sit in a small disc, and fetching every row of a 5 km disc to keep 50 of
-    /// them costs ~200× too much. Doubling rings cost at most ~4/3 of the final ring's rows
-    /// when the data is sparse, and stop early when it is dense.
-    fn rings(&self) -> Vec<f64> {
-        let mut rings = Vec::new();
-        let mut r = (self.radius_m / NEARBY_FIRST_RING_DIVISOR).max(NEARBY_RING_MIN_M);
-        while r < self.radius_m {
-            rings.push(r);
-            r *= NEARBY_RING_GROWTH;
-        }
-        rings.push(self.radius_m);
-        rings
+    /// Why rings: a query only wants the `limit` nearest messages. In a dense area they sit in
+    /// a small disc, and fetching every row of a 5 km disc to keep 50 of them costs ~100× too
+    /// much. Each ring that falls short predicts, from its density, the radius that will hold
+    /// `limit` (area grows with r²), so dense areas stop after one scan and sparse ones reach
+    /// the full radius in two or three.
+    fn first_ring(&self) -> f64 {
+        (self.radius_m / NEARBY_FIRST_RING_DIVISOR)
+            .max(NEARBY_RING_MIN_M)
+            .min(self.radius_m)
+    }
+
+    /// The ring after one of radius `r` that held `found` (< limit) messages.
+    fn next_ring(&self, r: f64, found: usize) -> f64 {
+        let growth = ((self.limit as f64 / found.max(1) as f64).sqrt() * NEARBY_RING_MARGIN)
+            .clamp(NEARBY_RING_GROWTH_MIN, NEARBY_RING_GROWTH_MAX);
+        (r * growth).min(self.radius_m)
     }
 
     /// The index scan that finds every message within `radius_m` of the centre.
@@ -246,15 +252,14 @@ impl NearbyQuery {
         F: FnMut(NearbyScan) -> Fut,
         Fut: Future<Output = Result<Vec<NewGeoMessage>, StoreError>>,
     {
-        let rings = self.rings();
-        let last = rings.len() - 1;
-        for (i, r) in rings.into_iter().enumerate() {
+        let mut r = self.first_ring();
+        loop {
             let hits = self.finish(fetch(self.scan(r)).await?, r);
-            if hits.len() >= self.limit || i == last {
+            if hits.len() >= self.limit || r >= self.radius_m {
                 return Ok(hits);
             }
+            r = self.next_ring(r, hits.len());
         }
-        unreachable!("rings always end with the query radius")
     }
 
     /// Keeps the candidates within `radius_m`, nearest first, at most `limit`.

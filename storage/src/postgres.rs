@@ -9,6 +9,7 @@ use std::time::Duration;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::SqlSafeStr;
+use std::str::FromStr;
 
 use crate::{
     new_epoch, Appended, Encoding, GeoAppended, History, NearbyHit, NearbyQuery, NearbyScan,
@@ -43,6 +44,13 @@ fn migrator() -> Migrator {
             include_str!("../../migrations/postgres/0002_geo.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            3,
+            Cow::Borrowed("geohash_collation"),
+            MigrationType::Simple,
+            include_str!("../../migrations/postgres/0003_geohash_collation.sql").into_sql_str(),
+            false,
+        ),
     ])
 }
 
@@ -73,10 +81,16 @@ fn stored(r: Row) -> Stored {
 
 impl PgStore {
     pub async fn connect(url: &str, pool_connections_max: u32) -> Result<PgStore, StoreError> {
+        // Custom plans for every execution: a generic plan of the nearby scan cannot see the
+        // ranges and bounding box, guesses they select almost nothing, and drives the query
+        // from the created_at index through every row (measured: 270 ms instead of 0.4 ms on
+        // 1M rows). Locus's statements are few and cheap to plan.
+        let options = sqlx::postgres::PgConnectOptions::from_str(url)?
+            .options([("plan_cache_mode", "force_custom_plan")]);
         let pool = PgPoolOptions::new()
             .max_connections(pool_connections_max.max(1))
             .acquire_timeout(Duration::from_millis(ACQUIRE_TIMEOUT_MS))
-            .connect(url)
+            .connect_with(options)
             .await?;
         migrator().run(&pool).await?;
         let store = PgStore { pool };
@@ -323,28 +337,42 @@ impl Storage for PgStore {
 impl PgStore {
     /// One ring of a nearby search: a range scan of the geohash index per covering cell, all
     /// in one statement, with the bounding box applied before rows leave Postgres.
+    ///
+    /// The ranges are spelled out as an OR of literal-parameter ranges, not joined from an
+    /// array: the planner then sees each range (a bitmap OR of index scans), whereas with an
+    /// array join it guessed from the bounding box that a parallel sequential scan was cheap
+    /// (58 ms instead of 0.4 ms on 1M rows).
     async fn nearby_scan(&self, scan: NearbyScan) -> Result<Vec<NewGeoMessage>, StoreError> {
-        let (los, his): (Vec<String>, Vec<String>) = scan.ranges.into_iter().unzip();
-        let rows: Vec<GeoRow> = sqlx::query_as(
-            "SELECT g.id, g.user_id, g.content, g.lat, g.lng, g.radius_m, \
-             (extract(epoch from g.created_at) * 1000)::bigint \
-             FROM UNNEST($1::text[], $2::text[]) AS r(lo, hi) \
-             JOIN LATERAL (SELECT * FROM geo_messages WHERE geohash >= r.lo AND geohash < r.hi \
-                           AND created_at >= to_timestamp($3::double precision / 1000) \
-                           AND lat BETWEEN $4 AND $5 \
-                           AND (lng BETWEEN $6 AND $7 OR lng BETWEEN $8 AND $9)) g ON true",
-        )
-        .bind(&los)
-        .bind(&his)
-        .bind(scan.since_ms.max(0))
-        .bind(scan.lat.0)
-        .bind(scan.lat.1)
-        .bind(scan.lng[0].0)
-        .bind(scan.lng[0].1)
-        .bind(scan.lng[1].0)
-        .bind(scan.lng[1].1)
-        .fetch_all(&self.pool)
-        .await?;
+        let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+            "SELECT id, user_id, content, lat, lng, radius_m, \
+             (extract(epoch from created_at) * 1000)::bigint FROM geo_messages WHERE (",
+        );
+        for (i, (lo, hi)) in scan.ranges.iter().enumerate() {
+            if i > 0 {
+                q.push(" OR ");
+            }
+            q.push("(geohash >= ")
+                .push_bind(lo.clone())
+                .push(" AND geohash < ")
+                .push_bind(hi.clone())
+                .push(")");
+        }
+        q.push(") AND created_at >= to_timestamp(")
+            .push_bind(scan.since_ms.max(0) as f64 / 1000.0)
+            .push(") AND lat BETWEEN ")
+            .push_bind(scan.lat.0)
+            .push(" AND ")
+            .push_bind(scan.lat.1)
+            .push(" AND (lng BETWEEN ")
+            .push_bind(scan.lng[0].0)
+            .push(" AND ")
+            .push_bind(scan.lng[0].1)
+            .push(" OR lng BETWEEN ")
+            .push_bind(scan.lng[1].0)
+            .push(" AND ")
+            .push_bind(scan.lng[1].1)
+            .push(")");
+        let rows: Vec<GeoRow> = q.build_query_as().fetch_all(&self.pool).await?;
         Ok(rows.into_iter().filter_map(geo_message).collect())
     }
 }
