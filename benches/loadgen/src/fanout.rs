@@ -1,29 +1,36 @@
-//! The `fanout` scenario: subscribers in rooms, publishers at a target rate.
+//! The `fanout` scenario: subscribers spread over rooms, publishers at a target rate, for any
+//! target (Locus, Socket.IO, NATS, bare). Several `--rate`s run as a ladder of steps on the
+//! same connections, stopping at the first step that loses deliveries; the best step is the
+//! peak.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
+use tokio::sync::watch;
 
-use crate::{metrics_probe, report};
+use crate::common::{self, Errors, TargetArgs};
+use crate::conn::{Conn, Event, Target};
+use crate::recorder::Recorder;
+use crate::{plot, report};
 
-/// Time given to in-flight messages after publishing stops.
+/// Time given to in-flight messages after each step's publishing stops.
 const DRAIN_MS: u64 = 2_000;
 /// Publishers send in ticks of this length.
 const PUBLISH_TICK_MS: u64 = 1;
+/// Phoenix servers close connections silent for 60 s; subscribers heartbeat this often.
+const KEEPALIVE_MS: u64 = 25_000;
+/// Readers hand their buffered samples to the recorder at least this often, so a step's
+/// figures are complete once its drain time has passed.
+const RECORDER_FLUSH_MS: u64 = 250;
+/// Bytes of a payload besides the padding (`{"t":…,"pad":""}`).
+const PAYLOAD_OVERHEAD_BYTES: usize = 24;
 
-#[derive(Args, Clone)]
+#[derive(Args, Clone, Debug)]
 pub struct FanoutArgs {
-    /// Server WebSocket URL, without query.
-    #[arg(long, default_value = "ws://127.0.0.1:4000/socket/websocket")]
-    pub url: String,
-    /// Protocol version to speak.
-    #[arg(long, default_value = "2.0.0")]
-    pub vsn: String,
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Subscribing connections.
     #[arg(long, default_value_t = 100)]
     pub clients: usize,
@@ -33,222 +40,294 @@ pub struct FanoutArgs {
     /// Publishing connections (each publishes round-robin over the rooms).
     #[arg(long, default_value_t = 1)]
     pub publishers: usize,
-    /// Messages per second per publisher.
-    #[arg(long, default_value_t = 1_000)]
-    pub rate: u64,
+    /// Messages per second per publisher; a comma-separated list runs one step per rate.
+    #[arg(long, value_delimiter = ',', default_value = "1000")]
+    pub rate: Vec<u64>,
     /// Payload size in bytes (padding included).
     #[arg(long, default_value_t = 100)]
     pub payload_bytes: usize,
-    /// Publishing time in seconds.
+    /// Publishing time per step in seconds.
     #[arg(long, default_value_t = 10)]
     pub duration_s: u64,
-}
-
-#[derive(Default)]
-struct Counters {
-    connected: AtomicU64,
-    connect_errors: AtomicU64,
-    join_errors: AtomicU64,
-    sent: AtomicU64,
-    delivered: AtomicU64,
-    socket_errors: AtomicU64,
+    /// A step delivering less than this share of what it should is overloaded: the ladder
+    /// stops there and the step does not count for the peak.
+    #[arg(long, default_value_t = 0.99)]
+    pub min_delivered_ratio: f64,
 }
 
 fn room(i: usize) -> String {
     format!("realtime:load-{i}")
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn connect_and_join(url: &str, topics: &[String], c: &Counters) -> Option<Ws> {
-    // Nagle off, as on the server: small frames must not wait for delayed ACKs.
-    let mut ws = match tokio_tungstenite::connect_async_with_config(url, None, true).await {
-        Ok((ws, _)) => ws,
-        Err(_) => {
-            c.connect_errors.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-    };
-    for (i, topic) in topics.iter().enumerate() {
-        let join = json!([i.to_string(), i.to_string(), topic, "phx_join", {"config": {"broadcast": {"self": false}}}]);
-        if ws.send(Message::text(join.to_string())).await.is_err() {
-            c.join_errors.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        // Wait for the join reply before counting the connection as ready.
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Text(t))) if t.contains("phx_reply") => {
-                    if !t.contains("\"ok\"") {
-                        c.join_errors.fetch_add(1, Ordering::Relaxed);
-                        return None;
-                    }
-                    break;
-                }
-                Some(Ok(_)) => continue,
-                _ => {
-                    c.join_errors.fetch_add(1, Ordering::Relaxed);
-                    return None;
-                }
-            }
-        }
-    }
-    c.connected.fetch_add(1, Ordering::Relaxed);
-    Some(ws)
-}
-
 pub async fn run(args: FanoutArgs) -> Value {
-    let url = format!("{}?vsn={}", args.url, args.vsn);
-    let counters = Arc::new(Counters::default());
+    let ep = args.target.endpoint().await;
+    let errors = Errors::new();
+    let recorder = Recorder::new();
     report::epoch();
 
-    let mut subscribers = Vec::with_capacity(args.clients);
-    for i in 0..args.clients {
-        let ws = connect_and_join(&url, &[room(i % args.rooms)], &counters).await;
-        subscribers.push(ws);
-    }
-    let mut publishers = Vec::with_capacity(args.publishers);
-    let all_rooms: Vec<String> = (0..args.rooms).map(room).collect();
-    for _ in 0..args.publishers {
-        publishers.push(connect_and_join(&url, &all_rooms, &counters).await);
-    }
-    let rss_before = metrics_probe::fetch(&args.url)
-        .and_then(|b| metrics_probe::sample(&b, "locus_process_resident_memory_bytes"));
-
-    let publish_for = Duration::from_secs(args.duration_s);
-    let stop_at = tokio::time::Instant::now() + publish_for + Duration::from_millis(DRAIN_MS);
-    let readers: Vec<_> = subscribers
-        .into_iter()
-        .flatten()
-        .map(|ws| tokio::spawn(read_until(ws, stop_at, counters.clone())))
-        .collect();
-    let started = tokio::time::Instant::now();
-    let writers: Vec<_> = publishers
-        .into_iter()
-        .flatten()
-        .map(|ws| {
-            tokio::spawn(publish(
-                ws,
-                args.clone(),
-                all_rooms.clone(),
-                counters.clone(),
-            ))
+    let subscribers = common::connect_all(
+        &args.target,
+        &ep,
+        args.clients,
+        |i| vec![room(i % args.rooms)],
+        &errors,
+        "subscribers",
+    )
+    .await;
+    let members: Vec<u64> = (0..args.rooms)
+        .map(|r| {
+            subscribers
+                .iter()
+                .enumerate()
+                .filter(|(i, c)| i % args.rooms == r && c.is_some())
+                .count() as u64
         })
         .collect();
-    for w in writers {
-        let _ = w.await;
-    }
-    let publish_elapsed = started.elapsed().as_secs_f64();
-    let rss_after = metrics_probe::fetch(&args.url)
-        .and_then(|b| metrics_probe::sample(&b, "locus_process_resident_memory_bytes"));
-    let mut hist = report::histogram();
-    for r in readers {
-        if let Ok(h) = r.await {
-            hist.add(h).expect("same histogram bounds");
+    // Phoenix needs a join before a broadcast; the other protocols publish to any room.
+    let all_rooms: Vec<String> = (0..args.rooms).map(room).collect();
+    let publisher_rooms = |_| match args.target.target {
+        Target::Locus => all_rooms.clone(),
+        _ => Vec::new(),
+    };
+    let mut publishers: Vec<Conn> = common::connect_all(
+        &args.target,
+        &ep,
+        args.publishers,
+        publisher_rooms,
+        &errors,
+        "publishers",
+    )
+    .await
+    .into_iter()
+    .flatten()
+    .collect();
+    let connected = members.iter().sum::<u64>() + publishers.len() as u64;
+    let rss_idle = args.target.server_rss_bytes();
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let readers: Vec<_> = subscribers
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, c)| c.map(|c| (i, c)))
+        .map(|(i, c)| {
+            let mut local = recorder.local(i);
+            let (errors, mut stop) = (errors.clone(), stop_rx.clone());
+            tokio::spawn(async move {
+                let mut conn = c;
+                let mut keepalive = tokio::time::interval(Duration::from_millis(KEEPALIVE_MS));
+                keepalive.tick().await;
+                let mut flush = tokio::time::interval(Duration::from_millis(RECORDER_FLUSH_MS));
+                loop {
+                    tokio::select! {
+                        _ = stop.changed() => break,
+                        _ = flush.tick() => local.flush(),
+                        _ = keepalive.tick() => {
+                            if let Err(e) = conn.keepalive().await {
+                                errors.count(e);
+                                return;
+                            }
+                        }
+                        ev = conn.next_event() => match ev {
+                            Ok(Event::Delivery(Some(t))) => local.record(t),
+                            Ok(_) => {}
+                            Err(e) => {
+                                errors.count(e);
+                                return;
+                            }
+                        },
+                    }
+                }
+                local.flush();
+                conn.close(Duration::from_millis(DRAIN_MS)).await;
+            })
+        })
+        .collect();
+
+    let mut steps = Vec::new();
+    let mut rss_peak = rss_idle;
+    for &rate in &args.rate {
+        let step = run_step(&args, rate, &mut publishers, &members, &recorder, &errors).await;
+        if let Some(now) = args.target.server_rss_bytes() {
+            rss_peak = Some(rss_peak.map_or(now, |p: f64| p.max(now)));
+        }
+        let overloaded = step["delivered_ratio"].as_f64().unwrap_or(0.0) < args.min_delivered_ratio;
+        steps.push(step);
+        if overloaded || publishers.is_empty() {
+            break;
         }
     }
-    let c = &counters;
-    let delivered = c.delivered.load(Ordering::Relaxed);
-    let sent = c.sent.load(Ordering::Relaxed);
-    let members_per_room = args.clients as f64 / args.rooms as f64;
+    let _ = stop_tx.send(true);
+    for r in readers {
+        let _ = r.await;
+    }
+    for p in publishers {
+        p.close(Duration::from_millis(DRAIN_MS)).await;
+    }
+
+    let ok = |s: &&Value| s["delivered_ratio"].as_f64().unwrap_or(0.0) >= args.min_delivered_ratio;
+    let by_rate = |a: &&Value, b: &&Value| {
+        let d = |s: &&Value| s["delivered_per_s"].as_f64().unwrap_or(0.0);
+        d(a).total_cmp(&d(b))
+    };
+    let peak = steps
+        .iter()
+        .filter(ok)
+        .max_by(by_rate)
+        .or_else(|| steps.iter().max_by(by_rate))
+        .cloned()
+        .unwrap_or(Value::Null);
+    if let Some(path) = &args.target.plot {
+        write_plot(
+            path,
+            &format!("{} fanout", args.target.target.name()),
+            &recorder,
+        );
+    }
     json!({
         "scenario": "fanout",
-        "url": args.url,
-        "vsn": args.vsn,
+        "target": args.target.target.name(),
+        "url": args.target.url,
         "clients": args.clients,
         "rooms": args.rooms,
         "publishers": args.publishers,
-        "rate_per_publisher": args.rate,
         "payload_bytes": args.payload_bytes,
         "duration_s": args.duration_s,
-        "connected": c.connected.load(Ordering::Relaxed),
-        "errors": {
-            "connect": c.connect_errors.load(Ordering::Relaxed),
-            "join": c.join_errors.load(Ordering::Relaxed),
-            "socket": c.socket_errors.load(Ordering::Relaxed),
-        },
-        "sent": sent,
-        "sent_per_s": sent as f64 / publish_elapsed,
-        "delivered": delivered,
-        "expected": (sent as f64 * members_per_room).round(),
-        "delivered_per_s": delivered as f64 / publish_elapsed,
-        "latency_ms": report::latency_ms(&hist),
-        "server_rss_bytes": rss_after,
-        "server_rss_bytes_before_publishing": rss_before,
-        "server_rss_per_connection_bytes": rss_after.map(|r| r / (c.connected.load(Ordering::Relaxed).max(1) as f64)),
+        "connected": connected,
+        "errors": errors.to_json(),
+        "rate_per_publisher": peak["rate_per_publisher"],
+        "sent": peak["sent"],
+        "sent_per_s": peak["sent_per_s"],
+        "delivered": peak["delivered"],
+        "expected": peak["expected"],
+        "delivered_per_s": peak["delivered_per_s"],
+        "delivered_ratio": peak["delivered_ratio"],
+        "latency_ms": peak["latency_ms"],
+        "peak_ok": steps.iter().any(|s| ok(&s)),
+        "steps": steps,
+        "server_rss_bytes": rss_peak,
+        "server_rss_bytes_connected_idle": rss_idle,
+        "server_rss_per_connection_bytes": rss_idle.map(|r| r / connected.max(1) as f64),
     })
 }
 
-async fn read_until(
-    mut ws: Ws,
-    stop_at: tokio::time::Instant,
-    c: Arc<Counters>,
-) -> hdrhistogram::Histogram<u64> {
-    let mut hist = report::histogram();
-    let mut delivered = 0u64;
-    loop {
-        let msg = match tokio::time::timeout_at(stop_at, ws.next()).await {
-            Err(_) => break,
-            Ok(Some(Ok(m))) => m,
-            Ok(_) => {
-                c.socket_errors.fetch_add(1, Ordering::Relaxed);
-                break;
+/// One publishing step at `rate` per publisher; the publishers come back for the next step.
+async fn run_step(
+    args: &FanoutArgs,
+    rate: u64,
+    publishers: &mut Vec<Conn>,
+    members: &[u64],
+    recorder: &Arc<Recorder>,
+    errors: &Arc<Errors>,
+) -> Value {
+    let first_second = (report::now_us() / 1_000_000) as usize;
+    let started = tokio::time::Instant::now();
+    let bar = common::progress(args.duration_s, &format!("{rate}/s"));
+    let tasks: Vec<_> = std::mem::take(publishers)
+        .into_iter()
+        .map(|p| tokio::spawn(publish(p, args.clone(), rate, errors.clone())))
+        .collect();
+    let ticker = {
+        let (bar, recorder) = (bar.clone(), recorder.clone());
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(Duration::from_secs(1));
+            t.tick().await;
+            loop {
+                t.tick().await;
+                bar.inc(1);
+                bar.set_message(format!(
+                    "delivered {}",
+                    recorder
+                        .delivered
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                ));
             }
-        };
-        let bytes: &[u8] = match &msg {
-            Message::Text(t) => t.as_bytes(),
-            Message::Binary(b) => b,
-            _ => continue,
-        };
-        if let Some(t) = report::extract_t(bytes) {
-            report::record(&mut hist, report::now_us().saturating_sub(t));
-            delivered += 1;
+        })
+    };
+    let mut sent_per_room = vec![0u64; args.rooms];
+    for t in tasks {
+        if let Ok((conn, sent)) = t.await {
+            for (r, n) in sent_per_room.iter_mut().enumerate() {
+                // Publisher messages go round-robin over the rooms, starting at room 0.
+                *n += sent / args.rooms as u64 + u64::from((r as u64) < sent % args.rooms as u64);
+            }
+            publishers.extend(conn);
         }
     }
-    c.delivered.fetch_add(delivered, Ordering::Relaxed);
-    close_cleanly(ws).await;
-    hist
+    let publish_s = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(DRAIN_MS)).await;
+    ticker.abort();
+    bar.finish_and_clear();
+    let last_second = (report::now_us() / 1_000_000) as usize + 1;
+    let hist = recorder.window(first_second, last_second);
+    let sent: u64 = sent_per_room.iter().sum();
+    let expected: u64 = sent_per_room.iter().zip(members).map(|(s, m)| s * m).sum();
+    let delivered = hist.len();
+    json!({
+        "rate_per_publisher": rate,
+        "sent": sent,
+        "sent_per_s": sent as f64 / publish_s,
+        "delivered": delivered,
+        "expected": expected,
+        "delivered_ratio": if expected == 0 { 0.0 } else { delivered as f64 / expected as f64 },
+        "delivered_per_s": delivered as f64 / publish_s,
+        "latency_ms": report::latency_ms(&hist),
+    })
 }
 
-async fn publish(ws: Ws, args: FanoutArgs, rooms: Vec<String>, c: Arc<Counters>) {
-    let pad = "x".repeat(args.payload_bytes.saturating_sub(24));
+async fn publish(
+    mut conn: Conn,
+    args: FanoutArgs,
+    rate: u64,
+    errors: Arc<Errors>,
+) -> (Option<Conn>, u64) {
+    let pad = "x".repeat(args.payload_bytes.saturating_sub(PAYLOAD_OVERHEAD_BYTES));
+    let rooms: Vec<String> = (0..args.rooms).map(room).collect();
     let started = tokio::time::Instant::now();
     let until = started + Duration::from_secs(args.duration_s);
     let mut sent = 0u64;
     let mut tick = tokio::time::interval(Duration::from_millis(PUBLISH_TICK_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    // Publishing without ack, the server sends this connection nothing to read.
-    let mut sink = ws;
     while tokio::time::Instant::now() < until {
-        tick.tick().await;
-        let due = (started.elapsed().as_secs_f64() * args.rate as f64) as u64;
+        tokio::select! {
+            biased;
+            _ = tick.tick() => {}
+            // Only protocol chatter (pings to answer) reaches a publisher.
+            ev = conn.next_event() => {
+                if let Err(e) = ev {
+                    errors.count(e);
+                    return (None, sent);
+                }
+                continue;
+            }
+        }
+        let due = (started.elapsed().as_secs_f64() * rate as f64) as u64;
         while sent < due {
-            let join_ref = sent as usize % rooms.len();
-            let topic = &rooms[join_ref];
-            let frame = format!(
-                r#"["{join_ref}",null,"{topic}","broadcast",{{"type":"broadcast","event":"m","payload":{{"t":{},"pad":"{pad}"}}}}]"#,
-                report::now_us()
-            );
-            if sink.feed(Message::text(frame)).await.is_err() {
-                c.socket_errors.fetch_add(1, Ordering::Relaxed);
-                return;
+            let payload = format!(r#"{{"t":{},"pad":"{pad}"}}"#, report::now_us());
+            let room = &rooms[sent as usize % rooms.len()];
+            if let Err(e) = conn.feed_publish(room, &payload).await {
+                errors.count(e);
+                return (None, sent);
             }
             sent += 1;
         }
-        if sink.flush().await.is_err() {
-            c.socket_errors.fetch_add(1, Ordering::Relaxed);
-            break;
+        if let Err(e) = conn.flush().await {
+            errors.count(e);
+            return (None, sent);
         }
     }
-    c.sent.fetch_add(sent, Ordering::Relaxed);
-    close_cleanly(sink).await;
+    (Some(conn), sent)
 }
 
-/// Sends a close frame and reads until the server closes: dropping a socket with unread data
-/// makes the kernel reset it, and a reset discards whatever the server had not read yet.
-async fn close_cleanly(mut ws: Ws) {
-    let _ = ws.close(None).await;
-    let drain = async { while let Some(Ok(_)) = ws.next().await {} };
-    let _ = tokio::time::timeout(Duration::from_millis(DRAIN_MS), drain).await;
+pub fn write_plot(path: &std::path::Path, title: &str, recorder: &Recorder) {
+    let seconds = recorder.seconds();
+    let first = (0..seconds)
+        .find(|&s| !recorder.window(s, s + 1).is_empty())
+        .unwrap_or(0);
+    let series: Vec<(f64, hdrhistogram::Histogram<u64>)> = (first..seconds)
+        .map(|s| ((s - first) as f64, recorder.window(s, s + 1)))
+        .collect();
+    let svg = plot::latency_svg(title, &series, &recorder.total());
+    if let Err(e) = std::fs::write(path, svg) {
+        eprintln!("locus-loadgen: cannot write {}: {e}", path.display());
+    }
 }

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 /// Highest latency recorded, in microseconds (60 s); larger values are clamped.
-const LATENCY_US_MAX: u64 = 60_000_000;
+pub const LATENCY_US_MAX: u64 = 60_000_000;
 
 /// The process-wide time origin that payload timestamps are relative to.
 pub fn epoch() -> Instant {
