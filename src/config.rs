@@ -5,7 +5,9 @@ use std::path::Path;
 
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
+use locus_actors::auth::AuthConfig;
 use locus_actors::config::{GeoLimits, RoomLimits, SessionLimits, StorageLimits};
+use locus_actors::rate_limit::RateLimitConfig;
 use serde::Deserialize;
 
 /// The whole configuration.
@@ -18,6 +20,8 @@ pub struct Config {
     pub http: HttpConfig,
     pub storage: StorageLimits,
     pub geo: GeoLimits,
+    pub auth: AuthConfig,
+    pub rate_limits: RateLimitConfig,
 }
 
 /// `[server]`: the listener and process.

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
+use locus_actors::auth::Authenticator;
+use locus_actors::engine::Security;
 use locus_actors::Engine;
 use locus_storage::AnyStore;
 
@@ -39,12 +41,14 @@ pub async fn start(config: Config) -> io::Result<RunningServer> {
         .await
         .map_err(|e| io::Error::other(format!("storage {}: {e}", config.storage.url)))?;
     tracing::info!(backend = store.backend(), "storage ready");
+    let auth = Authenticator::new(config.auth.clone()).map_err(io::Error::other)?;
     let engine = Engine::start(
         config.session.clone(),
         config.room.clone(),
         config.geo.clone(),
         Some((store, config.storage.clone())),
-    );
+    )
+    .with_security(Security::new(auth, config.rate_limits.clone()));
     retention::spawn(&engine);
     let timeout = Duration::from_millis(config.server.shutdown_timeout_ms);
     let workers = match config.server.workers {

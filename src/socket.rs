@@ -26,6 +26,8 @@ use crate::AppState;
 #[derive(Deserialize)]
 pub struct SocketQuery {
     vsn: Option<String>,
+    /// The client's JWT (supabase-js sends the anon or user key here).
+    apikey: Option<String>,
 }
 
 /// `GET /socket/websocket` and `GET /realtime/v1/websocket`.
@@ -38,21 +40,56 @@ pub async fn websocket(
     let vsn = Vsn::parse(query.vsn.as_deref())
         .ok_or_else(|| ApiError::bad_request("UnsupportedVersion", "vsn must be 1.0.0 or 2.0.0"))?;
     let limits = state.engine.session_limits.clone();
-    let (response, ws, stream) = actix_ws::handle(&req, body)
-        .map_err(|e| ApiError::bad_request("NotAWebSocket", &e.to_string()))?;
+    let engine = state.engine.clone();
+    let id = engine.next_session_id();
+    let security = engine.security.clone();
+    // Anonymous clients are named by their connection.
+    let identity = security
+        .auth
+        .connect(query.apikey.as_deref(), Arc::from(format!("anon-{id}")))
+        .map_err(|e| {
+            m::auth_failure(e.code());
+            ApiError::new(
+                actix_web::http::StatusCode::UNAUTHORIZED,
+                e.code(),
+                &e.to_string(),
+            )
+        })?;
+    let counted = identity
+        .is_authenticated()
+        .then(|| identity.user_id.clone());
+    if let Some(user) = &counted {
+        if !security.add_connection(user, limits.connections_per_user_max) {
+            m::auth_failure("ConnectionLimitReached");
+            return Err(ApiError::new(
+                actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+                "ConnectionLimitReached",
+                &format!(
+                    "at most {} connections per user (session.connections_per_user_max)",
+                    limits.connections_per_user_max
+                ),
+            ));
+        }
+    }
+    let (response, ws, stream) = actix_ws::handle(&req, body).map_err(|e| {
+        if let Some(user) = &counted {
+            security.remove_connection(user);
+        }
+        ApiError::bad_request("NotAWebSocket", &e.to_string())
+    })?;
     let events = stream
         .max_frame_size(limits.frame_bytes_max)
         .aggregate_continuations()
         .max_continuation_size(limits.frame_bytes_max)
         .filter_map(|item| std::future::ready(socket_event(item)));
     let (tx, rx) = outbox(limits.outbound_queue_bytes_max);
-    let engine = state.engine.clone();
-    let id = engine.next_session_id();
-    // Anonymous until authentication lands: the user id names the connection.
-    let user_id: Arc<str> = Arc::from(format!("anon-{id}"));
     let session = UserSession::create(move |ctx| {
         ctx.add_stream(events);
-        UserSession::new(id, user_id, vsn, tx, engine)
+        let session = UserSession::new(id, identity, vsn, tx, engine);
+        match counted {
+            Some(user) => session.counting(user),
+            None => session,
+        }
     });
     metrics::counter!(m::CONNECTIONS_OPENED).increment(1);
     let grace = Duration::from_millis(limits.close_grace_ms);

@@ -21,6 +21,9 @@ fn spawn_server(port: u16, db_url: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_locus"))
         .env("LOCUS_SERVER__LISTEN", format!("127.0.0.1:{port}"))
         .env("LOCUS_STORAGE__URL", db_url)
+        // A durable writer test: one connection publishes far past the default rate limits.
+        .env("LOCUS_RATE_LIMITS__MESSAGES_PER_S", "0")
+        .env("LOCUS_RATE_LIMITS__USER_MESSAGES_PER_S", "0")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

@@ -16,6 +16,8 @@ pub enum CloseCode {
     HeartbeatTimeout,
     /// 4008: the outbound queue passed `outbound_queue_bytes_max`; queued messages were dropped.
     SlowConsumer,
+    /// 4029: the client kept sending past its rate limits (`rate_limits.flood_rejections_max`).
+    Flooding,
 }
 
 impl CloseCode {
@@ -26,6 +28,7 @@ impl CloseCode {
             CloseCode::ServerShutdown => 4001,
             CloseCode::HeartbeatTimeout => 4002,
             CloseCode::SlowConsumer => 4008,
+            CloseCode::Flooding => 4029,
         }
     }
 
@@ -37,6 +40,7 @@ impl CloseCode {
             CloseCode::ServerShutdown => "ServerShutdown",
             CloseCode::HeartbeatTimeout => "HeartbeatTimeout",
             CloseCode::SlowConsumer => "SlowConsumer",
+            CloseCode::Flooding => "Flooding",
         }
     }
 
@@ -47,6 +51,7 @@ impl CloseCode {
             CloseCode::ServerShutdown => "server shutting down",
             CloseCode::HeartbeatTimeout => "no message within client_timeout_ms",
             CloseCode::SlowConsumer => "slow consumer: outbound queue full",
+            CloseCode::Flooding => "too many messages past the rate limits",
         }
     }
 
@@ -68,6 +73,7 @@ mod tests {
             CloseCode::ServerShutdown,
             CloseCode::HeartbeatTimeout,
             CloseCode::SlowConsumer,
+            CloseCode::Flooding,
         ] {
             assert!(c.reason().len() <= 123, "{c:?}");
         }

@@ -28,6 +28,12 @@ pub struct SessionLimits {
     pub close_grace_ms: u64,
     /// Capacity of the session actor's mailbox, in messages. Default 64.
     pub mailbox_capacity: usize,
+    /// Largest payload of one `broadcast`, `presence` or `post`, in bytes. Default 65,536.
+    pub payload_bytes_max: usize,
+    /// Largest presence meta (the tracked JSON), in bytes. Default 4,096.
+    pub presence_meta_bytes_max: usize,
+    /// Connections one authenticated user may hold at once. Default 20.
+    pub connections_per_user_max: usize,
 }
 
 impl Default for SessionLimits {
@@ -41,6 +47,9 @@ impl Default for SessionLimits {
             topic_bytes_max: 255,
             close_grace_ms: 2_000,
             mailbox_capacity: 64,
+            payload_bytes_max: 64 * 1024,
+            presence_meta_bytes_max: 4 * 1024,
+            connections_per_user_max: 20,
         }
     }
 }

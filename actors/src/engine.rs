@@ -6,12 +6,16 @@ use std::sync::Arc;
 use actix::prelude::*;
 use locus_storage::AnyStore;
 
+use dashmap::DashMap;
+
+use crate::auth::{AuthConfig, Authenticator};
 use crate::broker::Body;
 use crate::broker::{Broker, InProcessBroker};
 use crate::cell::CellRegistry;
 use crate::config::{GeoLimits, RoomLimits, SessionLimits, StorageLimits};
 use crate::geo_writer::{GeoSink, GeoWriter};
 use crate::history::HistoryCache;
+use crate::rate_limit::{RateLimitConfig, UserLimiter};
 use crate::registry::{RoomRegistry, SessionRegistry};
 use crate::storage_writer::{Append, DurableError, DurableSink, StorageHealth, StorageWriter};
 use crate::SessionId;
@@ -28,6 +32,46 @@ pub struct StorageHandle {
     pub health: StorageHealth,
 }
 
+/// Authentication, authorization and rate limits, shared by every session.
+pub struct Security {
+    pub auth: Authenticator,
+    pub rate_limits: RateLimitConfig,
+    /// Per-user buckets; `None` when `user_messages_per_s` is 0.
+    pub users: Option<Arc<UserLimiter>>,
+    /// Open connections per authenticated user.
+    pub user_connections: DashMap<Arc<str>, usize>,
+}
+
+impl Security {
+    pub fn new(auth: Authenticator, rate_limits: RateLimitConfig) -> Security {
+        Security {
+            users: crate::rate_limit::user_limiter(&rate_limits),
+            auth,
+            rate_limits,
+            user_connections: DashMap::new(),
+        }
+    }
+
+    /// Counts a new connection of `user`; false when they already hold `max`.
+    pub fn add_connection(&self, user: &Arc<str>, max: usize) -> bool {
+        let mut n = self.user_connections.entry(user.clone()).or_insert(0);
+        if *n >= max {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    pub fn remove_connection(&self, user: &Arc<str>) {
+        if let dashmap::Entry::Occupied(mut e) = self.user_connections.entry(user.clone()) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+    }
+}
+
 /// Cheap to clone; one per server.
 #[derive(Clone)]
 pub struct Engine {
@@ -41,6 +85,7 @@ pub struct Engine {
     pub cells: CellRegistry,
     /// Stores geo messages; `None` without storage (posts are then refused).
     pub geo_writer: Option<Addr<GeoWriter>>,
+    pub security: Arc<Security>,
     next_session: Arc<AtomicU64>,
 }
 
@@ -96,8 +141,18 @@ impl Engine {
             broker,
             session_limits: Arc::new(session_limits),
             storage,
+            security: Arc::new(Security::new(
+                Authenticator::new(AuthConfig::default()).expect("the default auth config loads"),
+                RateLimitConfig::default(),
+            )),
             next_session: Arc::new(AtomicU64::new(1)),
         }
+    }
+
+    /// The engine with these authentication and rate-limit settings (before any session).
+    pub fn with_security(mut self, security: Security) -> Engine {
+        self.security = Arc::new(security);
+        self
     }
 
     /// A new session id, unique for this engine's lifetime.

@@ -7,6 +7,8 @@
 //! - [`batch_writer`]: the batching actor both storage writers are built on.
 //! - [`geo_writer`]: the storage actor batching geo messages.
 //! - [`nearby`]: the session's side of `realtime:nearby` (location, post, nearby presence).
+//! - [`auth`]: JWT verification, personal and private topics, topic policies.
+//! - [`rate_limit`]: per-connection and per-user token buckets, the flood rule.
 //! - [`outbox`]: a connection's outbound queue, bounded in bytes (the backpressure point).
 //! - [`broker`]: the boundary between publishers and rooms; in-process implementation.
 //! - [`storage_writer`]: the storage actor batching durable publications into transactions.
@@ -17,6 +19,7 @@
 //! - [`close_code`], [`config`], [`metrics`]: close codes, limits, metric names.
 //! - [`engine`]: the handle bundling registries, broker and limits.
 
+pub mod auth;
 pub mod batch_writer;
 pub mod broker;
 pub mod cell;
@@ -29,6 +32,7 @@ pub mod metrics;
 pub mod nearby;
 pub mod outbox;
 pub mod presence;
+pub mod rate_limit;
 pub mod registry;
 pub mod room;
 pub mod storage_writer;

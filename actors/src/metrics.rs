@@ -20,6 +20,8 @@ pub const FANOUT_LATENCY: &str = "locus_fanout_latency_seconds";
 pub const FANOUT_RECIPIENTS: &str = "locus_fanout_recipients";
 pub const DISCONNECTS: &str = "locus_ws_disconnects_total";
 pub const PROTOCOL_ERRORS: &str = "locus_protocol_errors_total";
+pub const RATE_LIMITED: &str = "locus_rate_limited_total";
+pub const AUTH_FAILURES: &str = "locus_auth_failures_total";
 
 /// Why a message was not delivered (the `reason` label of `locus_messages_dropped_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +107,18 @@ cached!(
 );
 
 /// Counts a client push refused with a stable code (`MalformedMessage`, `UnmatchedTopic`, …).
+/// Counts a frame refused by a rate limit (`reason`: messages, joins, presence, posts, beacons,
+/// user_messages, sign_in).
+pub fn rate_limited(reason: &'static str) {
+    counter!(RATE_LIMITED, "reason" => reason).increment(1);
+}
+
+/// Counts a refused token or action (`reason`: InvalidJWT, MalformedJWT, InvalidJWTExpiration,
+/// AnonymousNotAllowed, Unauthorized, ConnectionLimitReached, or a sign-in failure code).
+pub fn auth_failure(reason: &'static str) {
+    counter!(AUTH_FAILURES, "reason" => reason).increment(1);
+}
+
 pub fn protocol_error(code: &'static str) {
     counter!(PROTOCOL_ERRORS, "code" => code).increment(1);
 }

@@ -34,7 +34,7 @@ pub(crate) struct HomeCell {
 
 /// One connection's nearby subscription.
 pub(crate) struct NearbyState {
-    join_ref: Option<String>,
+    pub(crate) join_ref: Option<String>,
     radius_m: f64,
     home: Option<HomeCell>,
     point: Option<Point>,
@@ -101,6 +101,7 @@ fn outside_m(b: &BBox, p: Point) -> f64 {
 impl UserSession {
     /// `phx_join` on `realtime:nearby` with `{"config":{"nearby":{"radius_m":R}}}`.
     pub(crate) fn join_nearby(&mut self, frame: &InboundFrame) -> Result<(), Refusal> {
+        self.authorize(NEARBY_TOPIC, false, crate::auth::Action::Join)?;
         let limits = self.engine.cells.limits().clone();
         let payload = json_value(frame).map_err(|e| refuse("MalformedJoin", e))?;
         let radius_m = match payload.pointer("/config/nearby/radius_m") {
@@ -172,8 +173,12 @@ impl UserSession {
             }
         }
         let limits = self.engine.cells.limits().clone();
-        let (id, vsn, outbox, user_id) =
-            (self.id, self.vsn, self.outbox.clone(), self.user_id.clone());
+        let (id, vsn, outbox, user_id) = (
+            self.id,
+            self.vsn,
+            self.outbox.clone(),
+            self.identity.user_id.clone(),
+        );
         let st = self
             .nearby
             .as_mut()
@@ -299,6 +304,7 @@ impl UserSession {
         if self.nearby.is_none() {
             return Err(refuse("UnmatchedTopic", "join realtime:nearby first"));
         }
+        self.authorize(NEARBY_TOPIC, false, crate::auth::Action::Post)?;
         let limits = self.engine.cells.limits().clone();
         let payload = json_value(frame).map_err(|e| refuse("InvalidPost", e))?;
         let id = match payload.get("id") {
@@ -334,7 +340,7 @@ impl UserSession {
             .ok_or_else(|| refuse("StorageError", "storage is off"))?;
         let record = locus_storage::NewGeoMessage {
             id: id.clone(),
-            user_id: self.user_id.to_string(),
+            user_id: self.identity.user_id.to_string(),
             content: content.clone(),
             point: p,
             radius_m,
@@ -367,7 +373,7 @@ impl UserSession {
                     if !stored.duplicate {
                         let post = GeoPost {
                             id,
-                            user_id: act.user_id.to_string(),
+                            user_id: act.identity.user_id.to_string(),
                             content,
                             point: p,
                             radius_m,

@@ -6,7 +6,15 @@
 //! broker.
 //!
 //! Limits: `session.channels_per_connection_max`, `session.topic_bytes_max`,
-//! `session.client_timeout_ms` (silence closes with 4002), `session.mailbox_capacity`.
+//! `session.payload_bytes_max`, `session.presence_meta_bytes_max`,
+//! `session.client_timeout_ms` (silence closes with 4002), `session.mailbox_capacity`, and the
+//! `[rate_limits]` buckets (refused frames get an error reply; a connection that keeps flooding
+//! is closed with 4029).
+//!
+//! Auth: the session holds the connection's [`Identity`]. A join's `access_token` or an
+//! `access_token` event replaces it (same user only); when the token expires, every channel
+//! gets a `system` error and `phx_close`, as Supabase does. Each join, broadcast, presence and
+//! post is checked against the topic rules of [`crate::auth`].
 //! Client frames are handled one at a time in arrival order; a join waits for its room (the
 //! socket is not read meanwhile, which is the backpressure on a client that joins in a loop).
 
@@ -24,6 +32,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::auth::{now_s, Action, AuthError, Identity};
 use crate::broker::{Body, Publication};
 use crate::cell::NEARBY_TOPIC;
 use crate::close_code::CloseCode;
@@ -32,6 +41,7 @@ use crate::engine::StorageHandle;
 use crate::history::{CachedPublication, Coverage};
 use crate::metrics as m;
 use crate::outbox::Outbox;
+use crate::rate_limit::ConnectionLimiter;
 use crate::room::{Join, Leave, PresenceUpdate, Recovery, Room, TypingUpdate};
 use crate::storage_writer::DurableError;
 use crate::wire::{self, raw};
@@ -75,11 +85,17 @@ struct Channel {
     ack: bool,
     /// Broadcasts are stored (and acknowledged after commit).
     durable: bool,
+    /// Joined with `config.private`: only authenticated users, under the topic policies.
+    private: bool,
 }
 
 pub struct UserSession {
     pub(crate) id: SessionId,
-    pub(crate) user_id: Arc<str>,
+    pub(crate) identity: Identity,
+    /// The user whose connection count this session holds (authenticated at connect).
+    counted_user: Option<Arc<str>>,
+    limiter: ConnectionLimiter,
+    expiry_timer: Option<SpawnHandle>,
     pub(crate) vsn: Vsn,
     pub(crate) outbox: Outbox,
     channels: HashMap<String, Channel>,
@@ -90,10 +106,19 @@ pub struct UserSession {
 }
 
 impl UserSession {
-    pub fn new(id: SessionId, user_id: Arc<str>, vsn: Vsn, outbox: Outbox, engine: Engine) -> Self {
+    pub fn new(
+        id: SessionId,
+        identity: Identity,
+        vsn: Vsn,
+        outbox: Outbox,
+        engine: Engine,
+    ) -> Self {
         UserSession {
             id,
-            user_id,
+            identity,
+            counted_user: None,
+            limiter: ConnectionLimiter::new(&engine.security.rate_limits),
+            expiry_timer: None,
             vsn,
             outbox,
             channels: HashMap::new(),
@@ -105,6 +130,13 @@ impl UserSession {
 
     fn limits(&self) -> &crate::config::SessionLimits {
         &self.engine.session_limits
+    }
+
+    /// This session holds one of `user`'s `connections_per_user_max` slots (taken by the
+    /// caller) and gives it back when it stops.
+    pub fn counting(mut self, user: Arc<str>) -> Self {
+        self.counted_user = Some(user);
+        self
     }
 }
 
@@ -122,6 +154,7 @@ impl Actor for UserSession {
                 act.close(CloseCode::HeartbeatTimeout, ctx);
             }
         });
+        self.schedule_expiry(ctx);
     }
 
     fn stopping(&mut self, _ctx: &mut Self::Context) -> Running {
@@ -139,6 +172,9 @@ impl Actor for UserSession {
         }
         self.outbox.close(CloseCode::Normal);
         self.engine.sessions.remove(self.id);
+        if let Some(user) = self.counted_user.take() {
+            self.engine.security.remove_connection(&user);
+        }
         m::connections().decrement(1.0);
         Running::Stop
     }
@@ -194,6 +230,7 @@ impl Handler<WriterFinished> for UserSession {
 #[serde(default)]
 struct JoinPayload {
     config: JoinConfig,
+    access_token: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -202,6 +239,7 @@ struct JoinConfig {
     broadcast: BroadcastConfig,
     presence: PresenceConfig,
     recover: Option<RecoverConfig>,
+    private: bool,
 }
 
 /// `config.recover`: the last publication the client saw.
@@ -276,7 +314,64 @@ impl UserSession {
     /// Routes one decoded client frame.
     fn dispatch(&mut self, frame: InboundFrame, ctx: &mut Context<Self>) {
         m::message_in(&frame.event);
-        let result = match (frame.topic.as_str(), frame.event.as_str()) {
+        let result = self
+            .admit(&frame, ctx)
+            .and_then(|()| self.route(&frame, ctx));
+        if let Err(refusal) = result {
+            m::protocol_error(refusal.code);
+            self.push(wire::reply_error(
+                self.vsn,
+                frame.join_ref.as_deref(),
+                frame.msg_ref.as_deref(),
+                &frame.topic,
+                refusal.code,
+                &refusal.message,
+            ));
+        }
+    }
+
+    /// Rate limits and payload size, before any routing. Heartbeats are exempt: refusing one
+    /// would only get a well-behaved client disconnected for silence.
+    fn admit(&mut self, frame: &InboundFrame, ctx: &mut Context<Self>) -> Result<(), Refusal> {
+        if frame.topic == PHOENIX_TOPIC {
+            return Ok(());
+        }
+        let security = self.engine.security.clone();
+        if let Err(limited) = self.limiter.check(
+            &frame.event,
+            &self.identity.user_id,
+            security.users.as_deref(),
+        ) {
+            m::rate_limited(limited.reason());
+            let (code, message) = limited.message();
+            if self.limiter.rejected() {
+                self.push(wire::system(
+                    self.vsn,
+                    &frame.topic,
+                    false,
+                    "system",
+                    message,
+                ));
+                self.close(CloseCode::Flooding, ctx);
+            }
+            return Err(refuse(code, message));
+        }
+        let size = match &frame.payload {
+            Payload::Json(raw) => raw.get().len(),
+            Payload::UserBroadcast(b) => b.payload.len(),
+        };
+        let max = self.limits().payload_bytes_max;
+        if size > max && matches!(frame.event.as_str(), "broadcast" | "presence" | "post") {
+            return Err(refuse(
+                "PayloadTooLarge",
+                format!("payloads are at most {max} bytes (session.payload_bytes_max)"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn route(&mut self, frame: &InboundFrame, ctx: &mut Context<Self>) -> Result<(), Refusal> {
+        match (frame.topic.as_str(), frame.event.as_str()) {
             (PHOENIX_TOPIC, "heartbeat") => {
                 self.push(wire::reply_ok(
                     self.vsn,
@@ -302,8 +397,10 @@ impl UserSession {
                 self.leave(&frame, ctx);
                 Ok(())
             }
-            // Accepted without a reply, as Supabase does; token checks arrive with auth.
-            (_, "access_token") => Ok(()),
+            (_, "access_token") => {
+                self.access_token(&frame, ctx);
+                Ok(())
+            }
             (_, "broadcast") => self.broadcast(&frame, ctx),
             (_, "presence") => self.presence(&frame),
             (_, "typing") => self.typing(&frame),
@@ -311,26 +408,28 @@ impl UserSession {
                 let message = format!("event {other:?} is not supported");
                 Err(refuse("UnknownEvent", message))
             }
-        };
-        if let Err(refusal) = result {
-            m::protocol_error(refusal.code);
-            self.push(wire::reply_error(
-                self.vsn,
-                frame.join_ref.as_deref(),
-                frame.msg_ref.as_deref(),
-                &frame.topic,
-                refusal.code,
-                &refusal.message,
-            ));
         }
     }
 
     fn join(&mut self, frame: &InboundFrame, ctx: &mut Context<Self>) -> Result<(), Refusal> {
         self.check_topic(&frame.topic)?;
-        let config = match json_payload::<JoinPayload>(&frame.payload) {
-            Ok(p) => p.config,
+        let (config, token) = match json_payload::<JoinPayload>(&frame.payload) {
+            Ok(p) => (p.config, p.access_token),
             Err(e) => return Err(refuse("MalformedJoin", e)),
         };
+        if let Some(token) = token.filter(|t| !t.is_empty()) {
+            self.adopt_token(&token, ctx).map_err(|e| {
+                m::auth_failure(e.code());
+                refuse(
+                    e.code(),
+                    e.to_string()
+                        .split_once(": ")
+                        .map_or(String::new(), |(_, m)| m.to_owned()),
+                )
+            })?;
+        }
+        let private = config.private;
+        self.authorize(&frame.topic, private, Action::Join)?;
         if let Some(old) = self.channels.remove(&frame.topic) {
             // A rejoin replaces the old channel, which the client sees closed.
             old.room.do_send(Leave {
@@ -351,7 +450,7 @@ impl UserSession {
         };
         let join = Join {
             session: self.id,
-            user_id: self.user_id.clone(),
+            user_id: self.identity.user_id.clone(),
             outbox: self.outbox.clone(),
             vsn: self.vsn,
             join_ref: frame.join_ref.clone(),
@@ -401,6 +500,7 @@ impl UserSession {
                             join_ref,
                             ack,
                             durable: is_durable,
+                            private,
                         };
                         act.channels.insert(topic, ch);
                     }
@@ -477,10 +577,11 @@ impl UserSession {
     }
 
     fn broadcast(&mut self, frame: &InboundFrame, ctx: &mut Context<Self>) -> Result<(), Refusal> {
-        let (topic, ack, durable) = {
+        let (topic, ack, durable, private) = {
             let ch = self.joined(frame)?;
-            (ch.topic.clone(), ch.ack, ch.durable)
+            (ch.topic.clone(), ch.ack, ch.durable, ch.private)
         };
+        self.authorize(&topic, private, Action::Broadcast)?;
         let (event, body, client_id) = match &frame.payload {
             Payload::Json(raw_payload) => {
                 let b = serde_json::from_str::<BroadcastPayload>(raw_payload.get())
@@ -541,7 +642,7 @@ impl UserSession {
             .durable(&frame.topic)
             .ok_or_else(|| refuse("StorageError", "storage is off"))?;
         let completion = storage
-            .append(publication, Some(&self.user_id), client_id)
+            .append(publication, Some(&self.identity.user_id), client_id)
             .map_err(|e| {
                 refuse(
                     e.code(),
@@ -593,17 +694,27 @@ impl UserSession {
     }
 
     fn presence(&mut self, frame: &InboundFrame) -> Result<(), Refusal> {
-        let room = {
+        let (room, private) = {
             let ch = self.joined(frame)?;
-            ch.room.clone()
+            (ch.room.clone(), ch.private)
         };
+        self.authorize(&frame.topic, private, Action::Presence)?;
         let p = match json_payload::<PresencePayload>(&frame.payload) {
             Ok(p) => p,
             Err(e) => return Err(refuse("MalformedPresence", e)),
         };
         let track = match (p.event.as_str(), p.payload) {
             ("track", None) => Some(Map::new()),
-            ("track", Some(Value::Object(meta))) => Some(meta),
+            ("track", Some(Value::Object(meta))) => {
+                let max = self.limits().presence_meta_bytes_max;
+                if Value::Object(meta.clone()).to_string().len() > max {
+                    return Err(refuse(
+                        "PresenceMetaTooLarge",
+                        format!("presence meta is at most {max} bytes (session.presence_meta_bytes_max)"),
+                    ));
+                }
+                Some(meta)
+            }
             ("track", Some(_)) => {
                 return Err(refuse(
                     "MalformedPresence",
@@ -659,6 +770,112 @@ impl UserSession {
 
     /// Answers a frame that could not be decoded: an error reply where the frame names a topic
     /// and ref, a `system` message otherwise. The connection stays open.
+    /// Whether this connection's user may do `action` on `topic`.
+    pub(crate) fn authorize(
+        &self,
+        topic: &str,
+        private: bool,
+        action: Action,
+    ) -> Result<(), Refusal> {
+        self.engine
+            .security
+            .auth
+            .authorize(&self.identity, topic, private, action)
+            .map_err(|denied| {
+                m::auth_failure("Unauthorized");
+                refuse("Unauthorized", denied.0)
+            })
+    }
+
+    /// Verifies `token` and makes it the connection's identity. A connection may move from
+    /// anonymous to a user, and refresh its token, but not switch users.
+    fn adopt_token(&mut self, token: &str, ctx: &mut Context<Self>) -> Result<(), AuthError> {
+        let id = self.engine.security.auth.verify(token)?;
+        if self.identity.exp_s.is_some() && id.user_id != self.identity.user_id {
+            return Err(AuthError::Invalid(
+                "the token is for another user than this connection's".into(),
+            ));
+        }
+        self.identity = id;
+        self.schedule_expiry(ctx);
+        Ok(())
+    }
+
+    /// `access_token`: no reply on success; a bad token gets a `system` error and closes the
+    /// channel it was sent on (Supabase's behaviour).
+    fn access_token(&mut self, frame: &InboundFrame, ctx: &mut Context<Self>) {
+        #[derive(Deserialize)]
+        struct TokenPayload {
+            access_token: Option<String>,
+        }
+        let token = json_payload::<TokenPayload>(&frame.payload)
+            .ok()
+            .and_then(|p| p.access_token)
+            .unwrap_or_default();
+        let result = if token.is_empty() {
+            Err(AuthError::Malformed("access_token is missing".into()))
+        } else {
+            self.adopt_token(&token, ctx)
+        };
+        if let Err(e) = result {
+            m::auth_failure(e.code());
+            self.push(wire::system(
+                self.vsn,
+                &frame.topic,
+                false,
+                "system",
+                &e.to_string(),
+            ));
+            self.close_channel(&frame.topic);
+        }
+    }
+
+    /// Leaves `topic`'s room and tells the client the channel is closed.
+    fn close_channel(&mut self, topic: &str) {
+        if topic == NEARBY_TOPIC {
+            if let Some(mut st) = self.nearby.take() {
+                st.leave(self.id);
+                self.push(wire::close(self.vsn, st.join_ref.as_deref(), topic));
+            }
+            return;
+        }
+        if let Some(ch) = self.channels.remove(topic) {
+            // Bounded: one leave per joined channel, sent once.
+            ch.room.do_send(Leave {
+                session: self.id,
+                reply_ref: None,
+            });
+            self.push(wire::close(self.vsn, ch.join_ref.as_deref(), topic));
+        }
+    }
+
+    /// Arms the timer that closes every channel when the token expires.
+    fn schedule_expiry(&mut self, ctx: &mut Context<Self>) {
+        if let Some(t) = self.expiry_timer.take() {
+            ctx.cancel_future(t);
+        }
+        let Some(exp) = self.identity.exp_s else {
+            return;
+        };
+        let after = Duration::from_secs(exp.saturating_sub(now_s()));
+        self.expiry_timer = Some(ctx.run_later(after, move |act, _| {
+            act.expiry_timer = None;
+            let message = format!(
+                "Token has expired {} seconds ago",
+                now_s().saturating_sub(exp)
+            );
+            let mut topics: Vec<String> = act.channels.keys().cloned().collect();
+            if act.nearby.is_some() {
+                topics.push(NEARBY_TOPIC.to_owned());
+            }
+            for topic in topics {
+                m::auth_failure("InvalidJWTExpiration");
+                act.push(wire::system(act.vsn, &topic, false, "system", &message));
+                act.close_channel(&topic);
+            }
+        }));
+    }
+
     fn malformed(&mut self, target: Option<(Option<String>, Option<String>, String)>, error: &str) {
         m::protocol_error("MalformedMessage");
         tracing::debug!(session = self.id, error, "malformed frame");

@@ -36,6 +36,8 @@ impl TestServer {
             config.server.listen = "127.0.0.1:0".into();
             config.server.workers = 2;
             config.server.shutdown_timeout_ms = 1_000;
+            // Most tests push frames far faster than a person; the rate-limit tests set theirs.
+            config.rate_limits = locus_actors::rate_limit::RateLimitConfig::unlimited();
             adjust(&mut config);
             actix_web::rt::System::new().block_on(async move {
                 let running = locus::start(config).await.expect("server starts");

@@ -1,0 +1,455 @@
+//! Who a connection is and what it may do: JWT verification (HS256 with the configured secret,
+//! RS256/ES256 with keys from a JWKS file), the personal-topic and private-channel rules, and
+//! the topic policies of `[auth]` — Locus's counterpart of Supabase's RLS policies on
+//! `realtime.messages`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use crate::config::glob_match;
+
+/// The role of a connection without a token.
+pub const ANON_ROLE: &str = "anon";
+/// The role of a token without a `role` claim.
+pub const DEFAULT_ROLE: &str = "authenticated";
+/// Prefix of the personal topic of a user.
+pub const USER_TOPIC_PREFIX: &str = "realtime:user:";
+
+/// `[auth]` in config.toml.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 secret: verifies clients' tokens and signs the tokens the sign-in endpoints issue.
+    /// Empty: HS256 tokens are refused and sign-in is off.
+    pub jwt_secret: String,
+    /// A JWKS file with RS256/ES256 public keys, selected by `kid`. Empty: none.
+    pub jwks_file: String,
+    /// Clients without a token may connect and join public topics. Default true (local use);
+    /// production configs set it to false.
+    pub allow_anonymous: bool,
+    /// Clock skew tolerated when checking `exp`, in seconds. Default 0.
+    pub leeway_s: u64,
+    /// Lifetime of the tokens the sign-in endpoints issue, in seconds. Default 3,600.
+    pub token_ttl_s: u64,
+    /// Topic policies; see [`TopicPolicy`].
+    pub policies: Vec<TopicPolicy>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            jwt_secret: String::new(),
+            jwks_file: String::new(),
+            allow_anonymous: true,
+            leeway_s: 0,
+            token_ttl_s: 3_600,
+            policies: Vec::new(),
+        }
+    }
+}
+
+/// Who may do what on the topics matching `topic` (a glob on the full topic, `*` matching any
+/// run of characters). A topic matched by at least one policy allows an action only to the
+/// roles some matching policy grants it; a private channel matched by none is closed to all;
+/// a public topic matched by none is open.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TopicPolicy {
+    pub topic: String,
+    /// Roles (`anon`, `authenticated`, or a token's `role` claim); `*` for any.
+    pub roles: Vec<String>,
+    pub actions: Vec<Action>,
+}
+
+/// What a client does on a topic.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Join,
+    Broadcast,
+    Presence,
+    Post,
+}
+
+impl Action {
+    /// Supabase's wording: joining reads a channel, the rest write to it.
+    fn verb(self) -> &'static str {
+        match self {
+            Action::Join => "read from",
+            _ => "write to",
+        }
+    }
+}
+
+/// The claims Locus reads.
+#[derive(Debug, Clone, Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(default)]
+    role: Option<String>,
+    exp: u64,
+}
+
+/// The user behind a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user_id: Arc<str>,
+    pub role: Arc<str>,
+    /// When the token expires (seconds since the Unix epoch); `None` for anonymous clients.
+    pub exp_s: Option<u64>,
+}
+
+impl Identity {
+    pub fn anonymous(user_id: Arc<str>) -> Identity {
+        Identity {
+            user_id,
+            role: Arc::from(ANON_ROLE),
+            exp_s: None,
+        }
+    }
+
+    /// Holds a token that has not expired.
+    pub fn is_authenticated(&self) -> bool {
+        self.exp_s.is_some_and(|exp| exp > now_s())
+    }
+}
+
+/// Why a token was refused; the text starts with Supabase's code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("InvalidJWTExpiration: Token has expired {0} seconds ago")]
+    Expired(u64),
+    #[error("MalformedJWT: {0}")]
+    Malformed(String),
+    #[error("InvalidJWT: {0}")]
+    Invalid(String),
+    #[error("AnonymousNotAllowed: this server requires an access token")]
+    AnonymousNotAllowed,
+}
+
+impl AuthError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthError::Expired(_) => "InvalidJWTExpiration",
+            AuthError::Malformed(_) => "MalformedJWT",
+            AuthError::Invalid(_) => "InvalidJWT",
+            AuthError::AnonymousNotAllowed => "AnonymousNotAllowed",
+        }
+    }
+}
+
+/// A refused action: `Unauthorized: …`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Unauthorized: {0}")]
+pub struct Denied(pub String);
+
+/// Verifies tokens and applies the topic rules. Cheap to share (`Arc`).
+pub struct Authenticator {
+    config: AuthConfig,
+    hs256: Option<DecodingKey>,
+    jwks: HashMap<String, (DecodingKey, Algorithm)>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("hs256", &self.hs256.is_some())
+            .field("jwks_keys", &self.jwks.len())
+            .field("allow_anonymous", &self.config.allow_anonymous)
+            .finish()
+    }
+}
+
+impl Authenticator {
+    /// Loads the JWKS file, if any.
+    pub fn new(config: AuthConfig) -> Result<Authenticator, String> {
+        let hs256 = (!config.jwt_secret.is_empty())
+            .then(|| DecodingKey::from_secret(config.jwt_secret.as_bytes()));
+        let mut jwks = HashMap::new();
+        if !config.jwks_file.is_empty() {
+            let text = std::fs::read_to_string(&config.jwks_file)
+                .map_err(|e| format!("auth.jwks_file {}: {e}", config.jwks_file))?;
+            let set: JwkSet = serde_json::from_str(&text)
+                .map_err(|e| format!("auth.jwks_file {}: {e}", config.jwks_file))?;
+            for (i, jwk) in set.keys.iter().enumerate() {
+                let key = DecodingKey::from_jwk(jwk)
+                    .map_err(|e| format!("auth.jwks_file key {i}: {e}"))?;
+                use jsonwebtoken::jwk::AlgorithmParameters as P;
+                let alg = match &jwk.algorithm {
+                    P::EllipticCurve(_) => Algorithm::ES256,
+                    P::RSA(_) => Algorithm::RS256,
+                    _ => return Err(format!("auth.jwks_file key {i}: only RSA and EC keys")),
+                };
+                let kid = jwk.common.key_id.clone().unwrap_or_default();
+                jwks.insert(kid, (key, alg));
+            }
+        }
+        Ok(Authenticator {
+            config,
+            hs256,
+            jwks,
+        })
+    }
+
+    pub fn config(&self) -> &AuthConfig {
+        &self.config
+    }
+
+    /// The identity of a client connecting with `token` (or none).
+    pub fn connect(&self, token: Option<&str>, anon_id: Arc<str>) -> Result<Identity, AuthError> {
+        match token.filter(|t| !t.is_empty()) {
+            Some(t) => self.verify(t),
+            None if self.config.allow_anonymous => Ok(Identity::anonymous(anon_id)),
+            None => Err(AuthError::AnonymousNotAllowed),
+        }
+    }
+
+    /// Checks a token's signature and expiry, now.
+    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        self.verify_at(token, now_s())
+    }
+
+    fn verify_at(&self, token: &str, now_s: u64) -> Result<Identity, AuthError> {
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| AuthError::Malformed(e.to_string()))?;
+        let (key, alg) = match header.alg {
+            Algorithm::HS256 => (
+                self.hs256
+                    .as_ref()
+                    .ok_or_else(|| AuthError::Invalid("HS256 tokens are not accepted".into()))?,
+                Algorithm::HS256,
+            ),
+            Algorithm::RS256 | Algorithm::ES256 => {
+                let found = match &header.kid {
+                    Some(kid) => self.jwks.get(kid),
+                    None if self.jwks.len() == 1 => self.jwks.values().next(),
+                    None => None,
+                };
+                let (key, alg) = found
+                    .ok_or_else(|| AuthError::Invalid("no key for this token's kid".into()))?;
+                if *alg != header.alg {
+                    return Err(AuthError::Invalid(
+                        "algorithm does not match the key".into(),
+                    ));
+                }
+                (key, *alg)
+            }
+            other => {
+                return Err(AuthError::Invalid(format!(
+                    "algorithm {other:?} is not accepted"
+                )))
+            }
+        };
+        let mut validation = Validation::new(alg);
+        // Expiry is checked below, to say how long ago the token expired, as Supabase does.
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        let claims = jsonwebtoken::decode::<Claims>(token, key, &validation)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => {
+                    AuthError::Invalid("signature does not match".into())
+                }
+                _ => AuthError::Malformed(e.to_string()),
+            })?
+            .claims;
+        if claims.exp + self.config.leeway_s <= now_s {
+            return Err(AuthError::Expired(now_s - claims.exp));
+        }
+        if claims.sub.is_empty() {
+            return Err(AuthError::Malformed("empty sub".into()));
+        }
+        Ok(Identity {
+            user_id: Arc::from(claims.sub),
+            role: Arc::from(claims.role.as_deref().unwrap_or(DEFAULT_ROLE)),
+            exp_s: Some(claims.exp),
+        })
+    }
+
+    /// Whether `who` may do `action` on `topic` (joined `private` or not).
+    pub fn authorize(
+        &self,
+        who: &Identity,
+        topic: &str,
+        private: bool,
+        action: Action,
+    ) -> Result<(), Denied> {
+        let deny = || {
+            Denied(format!(
+                "You do not have permissions to {} this Channel topic: {topic}",
+                action.verb()
+            ))
+        };
+        if let Some(owner) = topic.strip_prefix(USER_TOPIC_PREFIX) {
+            return if who.is_authenticated() && *who.user_id == *owner {
+                Ok(())
+            } else {
+                Err(deny())
+            };
+        }
+        if private && !who.is_authenticated() {
+            return Err(deny());
+        }
+        let mut matched = false;
+        for p in self
+            .config
+            .policies
+            .iter()
+            .filter(|p| glob_match(&p.topic, topic))
+        {
+            matched = true;
+            let role_ok = p.roles.iter().any(|r| r == "*" || **r == *who.role);
+            if role_ok && p.actions.contains(&action) {
+                return Ok(());
+            }
+        }
+        if matched || private {
+            Err(deny())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+
+    const SECRET: &str = "test-secret-that-is-long-enough-for-hs256";
+
+    fn auth(policies: Vec<TopicPolicy>) -> Authenticator {
+        Authenticator::new(AuthConfig {
+            jwt_secret: SECRET.into(),
+            policies,
+            ..AuthConfig::default()
+        })
+        .unwrap()
+    }
+
+    fn token(sub: &str, exp: u64, secret: &str) -> String {
+        let claims = serde_json::json!({"sub": sub, "exp": exp, "role": "authenticated"});
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn valid_expired_and_tampered_tokens() {
+        let a = auth(vec![]);
+        let id = a.verify_at(&token("u1", 2_000, SECRET), 1_000).unwrap();
+        assert_eq!(
+            (&*id.user_id, &*id.role, id.exp_s),
+            ("u1", "authenticated", Some(2_000))
+        );
+        assert_eq!(
+            a.verify_at(&token("u1", 2_000, SECRET), 2_030),
+            Err(AuthError::Expired(30))
+        );
+        let forged = token("u1", 2_000, "another-secret-of-sufficient-length!!");
+        assert!(matches!(
+            a.verify_at(&forged, 1_000),
+            Err(AuthError::Invalid(_))
+        ));
+        let mut parts: Vec<String> = token("u1", 2_000, SECRET)
+            .split('.')
+            .map(String::from)
+            .collect();
+        parts[1] = token("admin", 2_000, SECRET)
+            .split('.')
+            .nth(1)
+            .unwrap()
+            .to_owned();
+        assert!(matches!(
+            a.verify_at(&parts.join("."), 1_000),
+            Err(AuthError::Invalid(_))
+        ));
+        assert!(matches!(
+            a.verify_at("not-a-jwt", 1_000),
+            Err(AuthError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn personal_private_and_policy_rules() {
+        let a = auth(vec![TopicPolicy {
+            topic: "realtime:team-*".into(),
+            roles: vec!["authenticated".into()],
+            actions: vec![Action::Join, Action::Presence],
+        }]);
+        let anon = Identity::anonymous(Arc::from("anon-1"));
+        let u1 = Identity {
+            user_id: Arc::from("u1"),
+            role: Arc::from("authenticated"),
+            exp_s: Some(u64::MAX),
+        };
+        assert!(a
+            .authorize(&u1, "realtime:user:u1", false, Action::Join)
+            .is_ok());
+        assert!(a
+            .authorize(&u1, "realtime:user:u2", false, Action::Join)
+            .is_err());
+        assert!(a
+            .authorize(&anon, "realtime:user:anon-1", false, Action::Join)
+            .is_err());
+        assert!(a
+            .authorize(&anon, "realtime:lobby", false, Action::Broadcast)
+            .is_ok());
+        assert!(a
+            .authorize(&anon, "realtime:lobby", true, Action::Join)
+            .is_err());
+        // Private without a matching policy: closed, as with RLS.
+        assert!(a
+            .authorize(&u1, "realtime:lobby", true, Action::Join)
+            .is_err());
+        assert!(a
+            .authorize(&u1, "realtime:team-a", true, Action::Join)
+            .is_ok());
+        assert!(a
+            .authorize(&u1, "realtime:team-a", false, Action::Broadcast)
+            .is_err());
+        assert!(a
+            .authorize(&anon, "realtime:team-a", false, Action::Join)
+            .is_err());
+        let err = a
+            .authorize(&anon, "realtime:team-a", false, Action::Join)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Unauthorized: You do not have permissions to read from this Channel topic: realtime:team-a"
+        );
+    }
+
+    #[test]
+    fn anonymous_connections_follow_config() {
+        let open = auth(vec![]);
+        assert!(!open
+            .connect(None, Arc::from("anon-1"))
+            .unwrap()
+            .is_authenticated());
+        let closed = Authenticator::new(AuthConfig {
+            allow_anonymous: false,
+            ..AuthConfig::default()
+        })
+        .unwrap();
+        assert_eq!(
+            closed.connect(None, Arc::from("anon-1")),
+            Err(AuthError::AnonymousNotAllowed)
+        );
+    }
+}
