@@ -381,29 +381,29 @@ impl UserSession {
                 ));
                 Ok(())
             }
-            (NEARBY_TOPIC, "phx_join") => self.join_nearby(&frame),
+            (NEARBY_TOPIC, "phx_join") => self.join_nearby(frame),
             (NEARBY_TOPIC, "phx_leave") => {
-                self.leave_nearby(&frame);
+                self.leave_nearby(frame);
                 Ok(())
             }
-            (NEARBY_TOPIC, "location") => self.location(&frame, ctx),
-            (NEARBY_TOPIC, "post") => self.post(&frame, ctx),
+            (NEARBY_TOPIC, "location") => self.location(frame, ctx),
+            (NEARBY_TOPIC, "post") => self.post(frame, ctx),
             (_, "location" | "post") => Err(refuse(
                 "UnmatchedTopic",
                 "location and post go to realtime:nearby",
             )),
-            (_, "phx_join") => self.join(&frame, ctx),
+            (_, "phx_join") => self.join(frame, ctx),
             (_, "phx_leave") => {
-                self.leave(&frame, ctx);
+                self.leave(frame, ctx);
                 Ok(())
             }
             (_, "access_token") => {
-                self.access_token(&frame, ctx);
+                self.access_token(frame, ctx);
                 Ok(())
             }
-            (_, "broadcast") => self.broadcast(&frame, ctx),
-            (_, "presence") => self.presence(&frame),
-            (_, "typing") => self.typing(&frame),
+            (_, "broadcast") => self.broadcast(frame, ctx),
+            (_, "presence") => self.presence(frame),
+            (_, "typing") => self.typing(frame),
             (_, other) => {
                 let message = format!("event {other:?} is not supported");
                 Err(refuse("UnknownEvent", message))

@@ -126,7 +126,8 @@ type Ws = WebSocketStream<TcpStream>;
 
 pub enum Conn {
     Ws {
-        ws: Ws,
+        // Boxed: a WebSocket stream is several times the size of the NATS variant.
+        ws: Box<Ws>,
         target: Target,
         refs: u64,
     },
@@ -171,7 +172,7 @@ impl Conn {
             .await
             .map_err(|_| ErrorKind::Handshake)?;
         let mut conn = Conn::Ws {
-            ws,
+            ws: Box::new(ws),
             target: ep.target,
             refs: 0,
         };
@@ -351,7 +352,7 @@ impl Conn {
         let drain_all = async {
             match &mut self {
                 Conn::Ws { ws, .. } => {
-                    let _ = ws.close(None).await;
+                    let _ = ws.as_mut().close(None).await;
                     while let Some(Ok(_)) = ws.next().await {}
                 }
                 Conn::Nats { stream, .. } => {
