@@ -15,6 +15,10 @@ use tokio::sync::mpsc;
 use crate::close_code::CloseCode;
 use crate::metrics as m;
 
+/// Released bytes a receiver gathers before updating the global gauge (it also updates it
+/// whenever its queue runs empty, so the gauge lags by at most this much per busy connection).
+const GAUGE_BATCH_BYTES: usize = 64 * 1024;
+
 /// What the socket writer receives.
 #[derive(Debug)]
 pub enum Outgoing {
@@ -55,6 +59,8 @@ pub struct Outbox {
 pub struct OutboxReceiver {
     rx: mpsc::UnboundedReceiver<Outgoing>,
     shared: Arc<Shared>,
+    /// Bytes released but not yet taken off the global gauge (see [`Outbox::push_batched`]).
+    unreported_bytes: usize,
 }
 
 /// Creates an outbox holding at most `bytes_max` bytes of queued frames.
@@ -72,7 +78,11 @@ pub fn outbox(bytes_max: usize) -> (Outbox, OutboxReceiver) {
             tx,
             shared: shared.clone(),
         },
-        OutboxReceiver { rx, shared },
+        OutboxReceiver {
+            rx,
+            shared,
+            unreported_bytes: 0,
+        },
     )
 }
 
@@ -80,6 +90,16 @@ impl Outbox {
     /// Queues a frame without waiting. On overflow the outbox turns slow (once) and the caller
     /// counts the drop; every later push fails with [`PushError::Closed`].
     pub fn push(&self, frame: OutFrame) -> Result<(), PushError> {
+        let len = frame.len();
+        self.push_batched(frame)?;
+        m::outbound_queue_bytes().increment(len as f64);
+        Ok(())
+    }
+
+    /// [`Outbox::push`] without the `locus_outbound_queue_bytes` update: a room fanning out
+    /// adds its bytes to the gauge once per publication. One shared gauge updated per delivery
+    /// would be a cache line every core fights over, millions of times a second.
+    pub fn push_batched(&self, frame: OutFrame) -> Result<(), PushError> {
         let s = &self.shared;
         if s.closing.load(Ordering::Relaxed) {
             return Err(PushError::Closed);
@@ -91,10 +111,8 @@ impl Outbox {
             self.mark_slow();
             return Err(PushError::Overflow);
         }
-        m::outbound_queue_bytes().increment(len as f64);
         if self.tx.send(Outgoing::Frame(frame)).is_err() {
             s.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-            m::outbound_queue_bytes().decrement(len as f64);
             return Err(PushError::Closed);
         }
         Ok(())
@@ -139,16 +157,27 @@ impl Outbox {
 impl OutboxReceiver {
     /// Next item to write. Returns `None` when every producer is gone.
     pub async fn recv(&mut self) -> Option<Outgoing> {
-        let item = self.rx.recv().await?;
-        if let Outgoing::Frame(f) = &item {
+        let item = self.rx.recv().await;
+        if let Some(Outgoing::Frame(f)) = &item {
             self.release(f.len());
         }
-        Some(item)
+        if self.rx.is_empty() || self.unreported_bytes >= GAUGE_BATCH_BYTES {
+            self.report();
+        }
+        item
     }
 
-    fn release(&self, len: usize) {
+    fn release(&mut self, len: usize) {
         self.shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-        m::outbound_queue_bytes().decrement(len as f64);
+        self.unreported_bytes += len;
+    }
+
+    /// Takes the released bytes off the global gauge.
+    fn report(&mut self) {
+        if self.unreported_bytes > 0 {
+            m::outbound_queue_bytes().decrement(self.unreported_bytes as f64);
+            self.unreported_bytes = 0;
+        }
     }
 
     /// A handle that resolves when the outbox turns slow; the writer races it against its
@@ -172,6 +201,7 @@ impl OutboxReceiver {
                 dropped += 1;
             }
         }
+        self.report();
         dropped
     }
 }

@@ -278,6 +278,7 @@ impl Handler<Deliver> for Room {
     fn handle(&mut self, Deliver(publication): Deliver, ctx: &mut Self::Context) {
         let frames = self.encode_publication(&publication);
         let mut delivered = 0u64;
+        let mut queued_bytes = 0usize;
         let mut failed: Vec<SessionId> = Vec::new();
         let offset = publication.durable.as_ref().map_or(u64::MAX, |d| d.offset);
         for (&id, member) in &self.members {
@@ -292,8 +293,11 @@ impl Handler<Deliver> for Room {
                 m::dropped(DropReason::BinaryToJsonMember);
                 continue;
             };
-            match member.outbox.push(frame.clone()) {
-                Ok(()) => delivered += 1,
+            match member.outbox.push_batched(frame.clone()) {
+                Ok(()) => {
+                    delivered += 1;
+                    queued_bytes += frame.len();
+                }
                 Err(e) => {
                     if e == PushError::Closed {
                         m::dropped(DropReason::RecipientClosed);
@@ -303,6 +307,7 @@ impl Handler<Deliver> for Room {
             }
         }
         m::broadcast_out().increment(delivered);
+        m::outbound_queue_bytes().increment(queued_bytes as f64);
         m::fanout_recipients().record(delivered as f64);
         m::fanout_latency().record(publication.accepted_at.elapsed().as_secs_f64());
         // A member that cannot take more is shed at once, so the room keeps serving the others.
