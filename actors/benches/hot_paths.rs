@@ -27,7 +27,9 @@ const PAYLOAD: &str =
 fn fan_out(c: &mut Criterion) {
     let (outboxes, mut receivers): (Vec<Outbox>, Vec<OutboxReceiver>) =
         (0..MEMBERS).map(|_| outbox(OUTBOUND_BYTES_MAX)).unzip();
-    let body = Body::Json(Arc::from(RawValue::from_string(PAYLOAD.to_owned()).unwrap()));
+    let body = Body::Json(Arc::from(
+        RawValue::from_string(PAYLOAD.to_owned()).unwrap(),
+    ));
     c.bench_function("fan_out_1000_members", |b| {
         b.iter(|| {
             let frame = encode_broadcast(Vsn::V2, "realtime:room", "m", black_box(&body), None)
@@ -63,7 +65,9 @@ fn presence(c: &mut Criterion) {
             state.track(n as u64, &format!("u-{n}"), fields).to_json()
         })
     });
-    c.bench_function("presence_state_1000", |b| b.iter(|| black_box(&state).state_json()));
+    c.bench_function("presence_state_1000", |b| {
+        b.iter(|| black_box(&state).state_json())
+    });
 }
 
 criterion_group!(benches, fan_out, presence);

@@ -23,8 +23,7 @@ pub const USER_TOPIC_PREFIX: &str = "realtime:user:";
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// HS256 secret: verifies clients' tokens and signs the tokens the sign-in endpoints issue.
-    /// Empty: HS256 tokens are refused and sign-in is off.
+    /// HS256 secret that verifies clients' tokens. Empty: HS256 tokens are refused.
     pub jwt_secret: String,
     /// A JWKS file with RS256/ES256 public keys, selected by `kid`. Empty: none.
     pub jwks_file: String,
@@ -33,8 +32,6 @@ pub struct AuthConfig {
     pub allow_anonymous: bool,
     /// Clock skew tolerated when checking `exp`, in seconds. Default 0.
     pub leeway_s: u64,
-    /// Lifetime of the tokens the sign-in endpoints issue, in seconds. Default 3,600.
-    pub token_ttl_s: u64,
     /// Topic policies; see [`TopicPolicy`].
     pub policies: Vec<TopicPolicy>,
 }
@@ -46,7 +43,6 @@ impl Default for AuthConfig {
             jwks_file: String::new(),
             allow_anonymous: true,
             leeway_s: 0,
-            token_ttl_s: 3_600,
             policies: Vec::new(),
         }
     }
@@ -200,8 +196,14 @@ impl Authenticator {
     }
 
     /// The identity of a client connecting with `token` (or none).
+    ///
+    /// With no key configured at all, nothing can be verified: where anonymous clients are
+    /// allowed the token is ignored (Supabase clients always send their project's `apikey`, and
+    /// must work against a local Locus with no secret), and refused otherwise.
     pub fn connect(&self, token: Option<&str>, anon_id: Arc<str>) -> Result<Identity, AuthError> {
+        let no_keys = self.hs256.is_none() && self.jwks.is_empty();
         match token.filter(|t| !t.is_empty()) {
+            Some(_) if no_keys && self.config.allow_anonymous => Ok(Identity::anonymous(anon_id)),
             Some(t) => self.verify(t),
             None if self.config.allow_anonymous => Ok(Identity::anonymous(anon_id)),
             None => Err(AuthError::AnonymousNotAllowed),
@@ -451,5 +453,13 @@ mod tests {
             closed.connect(None, Arc::from("anon-1")),
             Err(AuthError::AnonymousNotAllowed)
         );
+        // No key to verify with: a local server ignores the apikey supabase-js always sends.
+        let keyless = Authenticator::new(AuthConfig::default()).unwrap();
+        assert!(!keyless
+            .connect(Some("anon-key"), Arc::from("anon-2"))
+            .unwrap()
+            .is_authenticated());
+        // With a key, an unverifiable token is refused even where anonymous clients are allowed.
+        assert!(open.connect(Some("anon-key"), Arc::from("anon-3")).is_err());
     }
 }

@@ -31,8 +31,6 @@ pub struct RateLimitConfig {
     pub flood_rejections_max: u32,
     /// The window of the flood rule, in milliseconds. Default 5,000.
     pub flood_window_ms: u64,
-    /// Sign-in attempts per client IP per minute (`/api/auth/*`). Default 20.
-    pub sign_in_per_ip_per_min: u32,
 }
 
 impl Default for RateLimitConfig {
@@ -46,7 +44,6 @@ impl Default for RateLimitConfig {
             user_messages_per_s: 300,
             flood_rejections_max: 100,
             flood_window_ms: 5_000,
-            sign_in_per_ip_per_min: 20,
         }
     }
 }
@@ -63,7 +60,6 @@ impl RateLimitConfig {
             user_messages_per_s: 0,
             flood_rejections_max: 0,
             flood_window_ms: RateLimitConfig::default().flood_window_ms,
-            sign_in_per_ip_per_min: 0,
         }
     }
 }
@@ -116,13 +112,6 @@ pub type UserLimiter = DefaultKeyedRateLimiter<Arc<str>>;
 pub fn user_limiter(config: &RateLimitConfig) -> Option<Arc<UserLimiter>> {
     NonZeroU32::new(config.user_messages_per_s)
         .map(|n| Arc::new(RateLimiter::keyed(Quota::per_second(n))))
-}
-
-/// A keyed per-minute limiter (sign-in attempts per IP).
-pub fn per_minute_keyed<K: std::hash::Hash + Eq + Clone>(
-    n: u32,
-) -> Option<DefaultKeyedRateLimiter<K>> {
-    NonZeroU32::new(n).map(|n| RateLimiter::keyed(Quota::per_minute(n)))
 }
 
 /// One connection's buckets and flood counter.

@@ -29,7 +29,9 @@ fn geo(c: &mut Criterion) {
     group.finish();
     let (a, z) = (places[0].1, Point::new(48.86, 2.36).unwrap());
     c.bench_function("encode_len9", |b| b.iter(|| encode(black_box(a), LEN_MAX)));
-    c.bench_function("haversine", |b| b.iter(|| haversine_m(black_box(a), black_box(z))));
+    c.bench_function("haversine", |b| {
+        b.iter(|| haversine_m(black_box(a), black_box(z)))
+    });
 }
 
 criterion_group!(benches, geo);

@@ -20,12 +20,35 @@ fn text_frames() -> [(&'static str, String); 6] {
     let join_cfg = r#"{"config":{"broadcast":{"self":false,"ack":true},"presence":{"key":"u-42"},"private":false}}"#;
     let bcast = format!(r#"{{"type":"broadcast","event":"m","payload":{PAYLOAD}}}"#);
     [
-        ("v1_join", format!(r#"{{"join_ref":"1","ref":"1","topic":"realtime:room","event":"phx_join","payload":{join_cfg}}}"#)),
-        ("v1_broadcast", format!(r#"{{"join_ref":"1","ref":"2","topic":"realtime:room","event":"broadcast","payload":{bcast}}}"#)),
-        ("v1_heartbeat", r#"{"join_ref":null,"ref":"3","topic":"phoenix","event":"heartbeat","payload":{}}"#.to_owned()),
-        ("v2_join", format!(r#"["1","1","realtime:room","phx_join",{join_cfg}]"#)),
-        ("v2_broadcast", format!(r#"["1","2","realtime:room","broadcast",{bcast}]"#)),
-        ("v2_heartbeat", r#"[null,"3","phoenix","heartbeat",{}]"#.to_owned()),
+        (
+            "v1_join",
+            format!(
+                r#"{{"join_ref":"1","ref":"1","topic":"realtime:room","event":"phx_join","payload":{join_cfg}}}"#
+            ),
+        ),
+        (
+            "v1_broadcast",
+            format!(
+                r#"{{"join_ref":"1","ref":"2","topic":"realtime:room","event":"broadcast","payload":{bcast}}}"#
+            ),
+        ),
+        (
+            "v1_heartbeat",
+            r#"{"join_ref":null,"ref":"3","topic":"phoenix","event":"heartbeat","payload":{}}"#
+                .to_owned(),
+        ),
+        (
+            "v2_join",
+            format!(r#"["1","1","realtime:room","phx_join",{join_cfg}]"#),
+        ),
+        (
+            "v2_broadcast",
+            format!(r#"["1","2","realtime:room","broadcast",{bcast}]"#),
+        ),
+        (
+            "v2_heartbeat",
+            r#"[null,"3","phoenix","heartbeat",{}]"#.to_owned(),
+        ),
     ]
 }
 
@@ -63,7 +86,14 @@ fn frames(c: &mut Criterion) {
     for (name, vsn) in [("v1_broadcast", Vsn::V1), ("v2_broadcast", Vsn::V2)] {
         encode.bench_function(name, |b| {
             b.iter(|| {
-                encode_message(vsn, None, None, "realtime:room", "broadcast", black_box(&payload))
+                encode_message(
+                    vsn,
+                    None,
+                    None,
+                    "realtime:room",
+                    "broadcast",
+                    black_box(&payload),
+                )
             })
         });
     }

@@ -439,7 +439,7 @@ mod tests {
         let (event, used, ping) = parse_nats(b"MSG r 1 8\r\n{\"t\":42}\r\nPING\r\n")
             .unwrap()
             .unwrap();
-        assert_eq!((event, used, ping), (Event::Delivery(Some(42)), 19, false));
+        assert_eq!((event, used, ping), (Event::Delivery(Some(42)), 21, false));
         let (event, _, ping) = parse_nats(b"PING\r\n").unwrap().unwrap();
         assert_eq!((event, ping), (Event::Other, true));
         assert_eq!(parse_nats(b"PONG\r\n").unwrap().unwrap().0, Event::Joined);

@@ -142,6 +142,9 @@ mod tests {
     #[test]
     fn samples_from_many_readers_land_in_total_and_their_second() {
         let rec = Recorder::new();
+        // Send times below are 1 ms before now: the run's clock must have passed 1 ms.
+        report::epoch();
+        std::thread::sleep(std::time::Duration::from_millis(5));
         for reader in 0..40 {
             let mut local = rec.local(reader);
             for _ in 0..100 {
