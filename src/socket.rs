@@ -123,16 +123,20 @@ async fn write_loop(
     grace: Duration,
 ) {
     let slow = rx.slow_watch();
+    // One wait for the connection's life, polled by every select: creating a fresh `Notified`
+    // per frame (register, then deregister on drop) was ~7 % of a fan-out profile.
+    let slow_wait = slow.wait();
+    tokio::pin!(slow_wait);
     loop {
         let item = tokio::select! {
             biased;
-            _ = slow.wait() => break close_slow(ws, &mut rx, vsn, grace).await,
+            _ = &mut slow_wait => break close_slow(ws, &mut rx, vsn, grace).await,
             item = rx.recv() => item,
         };
         let sent = match item {
             Some(Outgoing::Frame(frame)) => tokio::select! {
                 biased;
-                _ = slow.wait() => break close_slow(ws, &mut rx, vsn, grace).await,
+                _ = &mut slow_wait => break close_slow(ws, &mut rx, vsn, grace).await,
                 sent = send_frame(&mut ws, frame) => sent,
             },
             Some(Outgoing::Pong(data)) => ws.pong(&data).await.is_ok(),
