@@ -1,73 +1,173 @@
-//! The actors' hot paths without an actix system: one fan-out of a broadcast to 1,000 members
-//! (what the room's `Deliver` handler does: encode once per version with `encode_broadcast`,
-//! then push the shared bytes into each member's byte-bounded outbox; the members' writers are
-//! stood in for by draining the outboxes), and presence (a re-track's diff in a room of 1,000
-//! present members, and the full `presence_state`).
+//! The actors' hot paths, without an actix system.
+//!
+//! Fan-out: one publication to a room of 1,000 members, through the room's real `Deliver`
+//! handler, called directly on a `Room` with a detached `Context` (members joined through its
+//! real `Join` handler): encode once per protocol version in use (`encode_broadcast`), then
+//! `push_batched` of the shared bytes into each member's byte-bounded outbox, plus the metric
+//! calls (no recorder is installed, so they cost their no-op). Only the handler is timed; between
+//! iterations the outboxes are drained, standing in for the members' socket writers.
+//!
+//! Presence: the pure `PresenceState` of a room with 1,000 present members: a re-track (meta
+//! update) and a join then leave, each with its `presence_diff` JSON; and the full
+//! `presence_state` frame a joining member receives.
 //!
 //! Run: `cargo bench -p locus-actors --bench hot_paths`
 
 use std::hint::black_box;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion};
-use locus_actors::broker::Body;
-use locus_actors::outbox::{outbox, Outbox, OutboxReceiver};
+use actix::{Context, Handler};
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use locus_actors::broker::{Body, Publication};
+use locus_actors::config::RoomLimits;
+use locus_actors::outbox::{outbox, OutboxReceiver};
 use locus_actors::presence::PresenceState;
-use locus_actors::room::encode_broadcast;
-use locus_protocol::Vsn;
+use locus_actors::registry::RoomRegistry;
+use locus_actors::room::{Deliver, Join, Room};
+use locus_actors::{wire::raw, SessionId};
+use locus_protocol::{encode_message, PayloadEncoding, Vsn};
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
+/// Members of the room.
 const MEMBERS: usize = 1_000;
-/// Each member's outbox bound, as `session.outbound_queue_bytes_max` defaults.
+/// Each member's outbox bound: the `session.outbound_queue_bytes_max` default.
 const OUTBOUND_BYTES_MAX: usize = 1024 * 1024;
-const PAYLOAD: &str =
-    r#"{"t":1732450000000,"user":"u-42","text":"hello from the load generator, 100 bytes","n":7}"#;
+const TOPIC: &str = "realtime:room-1";
+const EVENT: &str = "message";
+/// The user payload: 101 bytes of JSON.
+const PAYLOAD: &str = r#"{"t":1732450000000,"user":"u-42","text":"hello from the load generator, about a hundred bytes","n":7}"#;
+/// The publisher is member 0; with `broadcast.self` off it does not get its own broadcast.
+const SENDER: SessionId = 0;
+/// The `online_at` realtime-js puts in tracked metas.
+const ONLINE_AT: &str = "2026-11-24T12:00:00.000Z";
 
-fn fan_out(c: &mut Criterion) {
-    let (outboxes, mut receivers): (Vec<Outbox>, Vec<OutboxReceiver>) =
-        (0..MEMBERS).map(|_| outbox(OUTBOUND_BYTES_MAX)).unzip();
-    let body = Body::Json(Arc::from(
-        RawValue::from_string(PAYLOAD.to_owned()).unwrap(),
-    ));
-    c.bench_function("fan_out_1000_members", |b| {
-        b.iter(|| {
-            let frame = encode_broadcast(Vsn::V2, "realtime:room", "m", black_box(&body), None)
-                .expect("a JSON body always encodes");
-            for o in &outboxes {
-                o.push(frame.clone()).expect("room for one frame");
-            }
-            for r in &mut receivers {
-                black_box(r.discard_queued());
-            }
-        })
-    });
+fn key(i: usize) -> String {
+    format!("u-{i}")
 }
 
-fn meta(i: usize) -> Map<String, Value> {
-    match json!({"user_id": format!("u-{i}"), "status": "online", "online_at": 1_732_450_000}) {
-        Value::Object(m) => m,
-        _ => unreachable!("an object literal"),
+fn drain(receivers: &mut [OutboxReceiver]) {
+    for r in receivers {
+        black_box(r.discard_queued());
     }
+}
+
+/// A room of `MEMBERS` members, member `i` speaking `vsn(i)`, with their join replies drained.
+fn room_of_members(vsn: fn(usize) -> Vsn) -> (Room, Context<Room>, Vec<OutboxReceiver>) {
+    let registry = RoomRegistry::new(RoomLimits::default(), None);
+    let mut room = Room::new(Arc::from(TOPIC), registry, RoomLimits::default());
+    let mut ctx = Context::<Room>::new();
+    let mut receivers = Vec::with_capacity(MEMBERS);
+    for i in 0..MEMBERS {
+        let (tx, rx) = outbox(OUTBOUND_BYTES_MAX);
+        let join = Join {
+            session: i as SessionId,
+            user_id: Arc::from(key(i)),
+            outbox: tx,
+            vsn: vsn(i),
+            join_ref: Some("1".to_owned()),
+            msg_ref: Some("1".to_owned()),
+            self_broadcast: false,
+            presence_enabled: false,
+            presence_key: key(i),
+            recovery: None,
+        };
+        <Room as Handler<Join>>::handle(&mut room, join, &mut ctx);
+        receivers.push(rx);
+    }
+    drain(&mut receivers);
+    (room, ctx, receivers)
+}
+
+fn fan_out(c: &mut Criterion) {
+    let json = Body::Json(Arc::from(
+        RawValue::from_string(PAYLOAD.to_owned()).expect("JSON"),
+    ));
+    let data = Bytes::from_static(PAYLOAD.as_bytes());
+    let binary = Body::Binary {
+        encoding: PayloadEncoding::Json,
+        data,
+    };
+    let cases: [(&str, Body, fn(usize) -> Vsn); 3] = [
+        ("json_to_v2", json.clone(), |_| Vsn::V2),
+        ("binary_to_v2", binary, |_| Vsn::V2),
+        ("json_to_v1_and_v2", json, |i| Vsn::ALL[i % Vsn::ALL.len()]),
+    ];
+    let mut group = c.benchmark_group("fan_out_1000_members");
+    group.throughput(Throughput::Elements((MEMBERS - 1) as u64)); // all but the sender
+    for (name, body, vsn) in cases {
+        let (mut room, mut ctx, mut receivers) = room_of_members(vsn);
+        let publication = Arc::new(Publication {
+            topic: Arc::from(TOPIC),
+            event: EVENT.to_owned(),
+            body,
+            sender: Some(SENDER),
+            accepted_at: Instant::now(),
+            durable: None,
+        });
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut timed = Duration::ZERO;
+                for _ in 0..iters {
+                    let deliver = Deliver(publication.clone());
+                    let start = Instant::now();
+                    <Room as Handler<Deliver>>::handle(&mut room, deliver, &mut ctx);
+                    timed += start.elapsed();
+                    drain(&mut receivers);
+                }
+                timed
+            })
+        });
+    }
+    group.finish();
+}
+
+/// A tracked meta as realtime-js clients send it.
+fn meta(i: usize, status: &str) -> Map<String, Value> {
+    let meta = json!({"user_id": key(i), "status": status, "online_at": ONLINE_AT});
+    let Value::Object(fields) = meta else {
+        unreachable!("an object literal")
+    };
+    fields
 }
 
 fn presence(c: &mut Criterion) {
     let mut state = PresenceState::default();
     for i in 0..MEMBERS {
-        state.track(i as u64, &format!("u-{i}"), meta(i));
+        state.track(i as SessionId, &key(i), meta(i, "online"));
     }
-    let mut n = 0usize;
-    c.bench_function("presence_retrack_diff_in_1000", |b| {
+    let mut group = c.benchmark_group("presence_1000_members");
+    let mut next = 0;
+    group.bench_function("retrack_diff", |b| {
+        b.iter_batched(
+            || {
+                next = (next + 1) % MEMBERS;
+                (next, key(next), meta(next, "away"))
+            },
+            |(i, key, fields)| state.track(i as SessionId, &key, fields).to_json(),
+            BatchSize::SmallInput,
+        )
+    });
+    let newcomer = MEMBERS;
+    group.bench_function("join_then_leave_diffs", |b| {
+        b.iter_batched(
+            || (key(newcomer), meta(newcomer, "online")),
+            |(key, fields)| {
+                let join = state.track(newcomer as SessionId, &key, fields).to_json();
+                (join, state.untrack(newcomer as SessionId, &key).to_json())
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("presence_state_frame", |b| {
         b.iter(|| {
-            n = (n + 1) % MEMBERS;
-            let mut fields = meta(n);
-            fields.insert("status".into(), json!("idle"));
-            state.track(n as u64, &format!("u-{n}"), fields).to_json()
+            let payload = raw(black_box(&state).state_json());
+            encode_message(Vsn::V2, Some("1"), None, TOPIC, "presence_state", &payload)
         })
     });
-    c.bench_function("presence_state_1000", |b| {
-        b.iter(|| black_box(&state).state_json())
-    });
+    group.finish();
 }
 
 criterion_group!(benches, fan_out, presence);
