@@ -1,7 +1,7 @@
 //! The `fanout` scenario: subscribers spread over rooms, publishers at a target rate, for any
 //! target (Locus, Socket.IO, NATS, bare). Several `--rate`s run as a ladder of steps on the
-//! same connections, stopping at the first step that loses deliveries; the best step is the
-//! peak.
+//! same connections, stopping at the first step that loses deliveries or queues (p99 over
+//! `--max-p99-ms`); the best step that kept up is the peak.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +53,10 @@ pub struct FanoutArgs {
     /// stops there and the step does not count for the peak.
     #[arg(long, default_value_t = 0.99)]
     pub min_delivered_ratio: f64,
+    /// A step whose p99 latency exceeds this is queueing rather than keeping up: the ladder
+    /// stops there and the step does not count for the peak.
+    #[arg(long, default_value_t = 100.0)]
+    pub max_p99_ms: f64,
 }
 
 fn room(i: usize) -> String {
@@ -150,7 +154,7 @@ pub async fn run(args: FanoutArgs) -> Value {
         if let Some(now) = args.target.server_rss_bytes() {
             rss_peak = Some(rss_peak.map_or(now, |p: f64| p.max(now)));
         }
-        let overloaded = step["delivered_ratio"].as_f64().unwrap_or(0.0) < args.min_delivered_ratio;
+        let overloaded = !keeps_up(&args, &step);
         steps.push(step);
         if overloaded || publishers.is_empty() {
             break;
@@ -164,7 +168,7 @@ pub async fn run(args: FanoutArgs) -> Value {
         p.close(Duration::from_millis(DRAIN_MS)).await;
     }
 
-    let ok = |s: &&Value| s["delivered_ratio"].as_f64().unwrap_or(0.0) >= args.min_delivered_ratio;
+    let ok = |s: &&Value| keeps_up(&args, s);
     let by_rate = |a: &&Value, b: &&Value| {
         let d = |s: &&Value| s["delivered_per_s"].as_f64().unwrap_or(0.0);
         d(a).total_cmp(&d(b))
@@ -208,6 +212,12 @@ pub async fn run(args: FanoutArgs) -> Value {
         "server_rss_bytes_connected_idle": rss_idle,
         "server_rss_per_connection_bytes": rss_idle.map(|r| r / connected.max(1) as f64),
     })
+}
+
+/// Whether a step delivered (almost) everything without queueing.
+fn keeps_up(args: &FanoutArgs, step: &Value) -> bool {
+    step["delivered_ratio"].as_f64().unwrap_or(0.0) >= args.min_delivered_ratio
+        && step["latency_ms"]["p99"].as_f64().unwrap_or(f64::MAX) <= args.max_p99_ms
 }
 
 /// One publishing step at `rate` per publisher; the publishers come back for the next step.
