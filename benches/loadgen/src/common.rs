@@ -12,11 +12,17 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
-use crate::conn::{Conn, Endpoint, ErrorKind, Target};
+use crate::conn::{Conn, Endpoint, ErrorKind, Event, Target};
 use crate::metrics_probe;
+use crate::recorder::LocalRecorder;
 
 /// How often the progress bar redraws.
 const PROGRESS_TICK_MS: u64 = 200;
+/// Phoenix servers close connections silent for 60 s; held connections heartbeat this often.
+const KEEPALIVE_MS: u64 = 25_000;
+/// Readers hand their buffered samples to the recorder at least this often, so a step's
+/// figures are complete once its drain time has passed.
+const RECORDER_FLUSH_MS: u64 = 250;
 
 #[derive(Args, Clone, Debug)]
 pub struct TargetArgs {
@@ -174,4 +180,46 @@ pub async fn connect_all(
     }
     bar.finish_and_clear();
     conns
+}
+
+/// Reads `conn` until `stop` fires, heartbeating where the protocol needs it and recording
+/// every timed delivery in `recorder`. Returns the connection, or `None` once it failed (the
+/// failure counted in `errors`).
+pub async fn hold(
+    mut conn: Conn,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    errors: &Errors,
+    mut recorder: Option<LocalRecorder>,
+) -> Option<Conn> {
+    let mut keepalive = tokio::time::interval(Duration::from_millis(KEEPALIVE_MS));
+    keepalive.tick().await;
+    let mut flush = tokio::time::interval(Duration::from_millis(RECORDER_FLUSH_MS));
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return Some(conn),
+            _ = flush.tick() => {
+                if let Some(r) = &mut recorder {
+                    r.flush();
+                }
+            }
+            _ = keepalive.tick() => {
+                if let Err(e) = conn.keepalive().await {
+                    errors.count(e);
+                    return None;
+                }
+            }
+            ev = conn.next_event() => match ev {
+                Ok(Event::Delivery(Some(t))) => {
+                    if let Some(r) = &mut recorder {
+                        r.record(t);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    errors.count(e);
+                    return None;
+                }
+            },
+        }
+    }
 }

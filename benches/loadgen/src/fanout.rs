@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use crate::common::{self, Errors, TargetArgs};
-use crate::conn::{Conn, Event, Target};
+use crate::conn::{Conn, Target};
 use crate::recorder::Recorder;
 use crate::{plot, report};
 
@@ -19,11 +19,6 @@ use crate::{plot, report};
 const DRAIN_MS: u64 = 2_000;
 /// Publishers send in ticks of this length.
 const PUBLISH_TICK_MS: u64 = 1;
-/// Phoenix servers close connections silent for 60 s; subscribers heartbeat this often.
-const KEEPALIVE_MS: u64 = 25_000;
-/// Readers hand their buffered samples to the recorder at least this often, so a step's
-/// figures are complete once its drain time has passed.
-const RECORDER_FLUSH_MS: u64 = 250;
 /// Bytes of a payload besides the padding (`{"t":…,"pad":""}`).
 const PAYLOAD_OVERHEAD_BYTES: usize = 24;
 
@@ -114,35 +109,12 @@ pub async fn run(args: FanoutArgs) -> Value {
         .enumerate()
         .filter_map(|(i, c)| c.map(|c| (i, c)))
         .map(|(i, c)| {
-            let mut local = recorder.local(i);
-            let (errors, mut stop) = (errors.clone(), stop_rx.clone());
+            let local = recorder.local(i);
+            let (errors, stop) = (errors.clone(), stop_rx.clone());
             tokio::spawn(async move {
-                let mut conn = c;
-                let mut keepalive = tokio::time::interval(Duration::from_millis(KEEPALIVE_MS));
-                keepalive.tick().await;
-                let mut flush = tokio::time::interval(Duration::from_millis(RECORDER_FLUSH_MS));
-                loop {
-                    tokio::select! {
-                        _ = stop.changed() => break,
-                        _ = flush.tick() => local.flush(),
-                        _ = keepalive.tick() => {
-                            if let Err(e) = conn.keepalive().await {
-                                errors.count(e);
-                                return;
-                            }
-                        }
-                        ev = conn.next_event() => match ev {
-                            Ok(Event::Delivery(Some(t))) => local.record(t),
-                            Ok(_) => {}
-                            Err(e) => {
-                                errors.count(e);
-                                return;
-                            }
-                        },
-                    }
+                if let Some(conn) = common::hold(c, stop, &errors, Some(local)).await {
+                    conn.close(Duration::from_millis(DRAIN_MS)).await;
                 }
-                local.flush();
-                conn.close(Duration::from_millis(DRAIN_MS)).await;
             })
         })
         .collect();

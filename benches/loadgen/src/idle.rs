@@ -8,10 +8,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use crate::common::{self, Errors, TargetArgs};
-use crate::conn::Event;
 
-/// Phoenix servers close connections silent for 60 s; idle clients heartbeat this often.
-const KEEPALIVE_MS: u64 = 25_000;
 /// Time allowed for the server's memory to settle after the last join.
 const SETTLE_MS: u64 = 2_000;
 /// Time allowed for each connection to close cleanly at the end.
@@ -52,31 +49,16 @@ pub async fn run(args: IdleArgs) -> Value {
     let holders: Vec<_> = conns
         .into_iter()
         .flatten()
-        .map(|mut conn| {
-            let (errors, mut stop) = (errors.clone(), stop_rx.clone());
+        .map(|conn| {
+            let (errors, stop) = (errors.clone(), stop_rx.clone());
             tokio::spawn(async move {
-                let mut keepalive = tokio::time::interval(Duration::from_millis(KEEPALIVE_MS));
-                keepalive.tick().await;
-                loop {
-                    tokio::select! {
-                        _ = stop.changed() => break,
-                        _ = keepalive.tick() => {
-                            if let Err(e) = conn.keepalive().await {
-                                errors.count(e);
-                                return false;
-                            }
-                        }
-                        ev = conn.next_event() => match ev {
-                            Ok(Event::Delivery(_) | Event::Joined | Event::Other) => {}
-                            Err(e) => {
-                                errors.count(e);
-                                return false;
-                            }
-                        },
+                match common::hold(conn, stop, &errors, None).await {
+                    Some(conn) => {
+                        conn.close(Duration::from_millis(CLOSE_MS)).await;
+                        true
                     }
+                    None => false,
                 }
-                conn.close(Duration::from_millis(CLOSE_MS)).await;
-                true
             })
         })
         .collect();
