@@ -32,6 +32,9 @@ use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 /// Members of the room.
+/// A fan-out case: its name, the publication body, and each member's protocol version.
+type FanOutCase = (&'static str, Body, fn(usize) -> Vsn);
+
 const MEMBERS: usize = 1_000;
 /// Each member's outbox bound: the `session.outbound_queue_bytes_max` default.
 const OUTBOUND_BYTES_MAX: usize = 1024 * 1024;
@@ -90,7 +93,7 @@ fn fan_out(c: &mut Criterion) {
         encoding: PayloadEncoding::Json,
         data,
     };
-    let cases: [(&str, Body, fn(usize) -> Vsn); 3] = [
+    let cases: [FanOutCase; 3] = [
         ("json_to_v2", json.clone(), |_| Vsn::V2),
         ("binary_to_v2", binary, |_| Vsn::V2),
         ("json_to_v1_and_v2", json, |i| Vsn::ALL[i % Vsn::ALL.len()]),
