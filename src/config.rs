@@ -22,6 +22,7 @@ pub struct Config {
     pub geo: GeoLimits,
     pub auth: AuthConfig,
     pub rate_limits: RateLimitConfig,
+    pub sign_in: crate::sign_in::SignInConfig,
 }
 
 /// `[server]`: the listener and process.

@@ -5,6 +5,7 @@
 //! - [`socket`]: the WebSocket endpoint and the per-connection writer task.
 //! - [`http`]: REST broadcast, health, metrics, and the HTTP error shape.
 //! - [`telemetry`]: the Prometheus recorder and metric descriptions.
+//! - [`sign_in`]: wallet sign-in proofs and the tokens issued for them.
 //! - [`retention`]: the periodic removal of expired history.
 //! - [`server`]: wiring everything into an HTTP server, and the ordered shutdown.
 //!
@@ -15,6 +16,7 @@ pub mod config;
 pub mod http;
 pub mod retention;
 pub mod server;
+pub mod sign_in;
 pub mod socket;
 pub mod telemetry;
 
@@ -26,4 +28,5 @@ pub struct AppState {
     pub engine: locus_actors::Engine,
     pub config: Config,
     pub prometheus: metrics_exporter_prometheus::PrometheusHandle,
+    pub sign_in: std::sync::Arc<sign_in::SignIn>,
 }

@@ -12,7 +12,7 @@ use locus_actors::engine::Security;
 use locus_actors::Engine;
 use locus_storage::AnyStore;
 
-use crate::http::{broadcast, error, health, history, metrics, nearby};
+use crate::http::{broadcast, error, health, history, metrics, nearby, sign_in};
 use crate::{retention, socket, telemetry, AppState, Config};
 
 /// How often shutdown checks whether every session has gone.
@@ -59,6 +59,10 @@ pub async fn start(config: Config) -> io::Result<RunningServer> {
         engine: engine.clone(),
         config: config.clone(),
         prometheus,
+        sign_in: std::sync::Arc::new(crate::sign_in::SignIn::new(
+            config.sign_in.clone(),
+            &config.auth.jwt_secret,
+        )),
     });
     let body_max = config.http.body_bytes_max;
     let server = HttpServer::new(move || {
@@ -90,6 +94,8 @@ pub async fn start(config: Config) -> io::Result<RunningServer> {
                 web::get().to(history::history),
             )
             .route("/api/nearby", web::get().to(nearby::nearby))
+            .route("/api/auth/evm/nonce", web::get().to(sign_in::evm_nonce))
+            .route("/api/auth/evm", web::post().to(sign_in::evm))
             .route("/metrics", web::get().to(metrics::metrics))
     })
     .workers(workers)

@@ -6,3 +6,4 @@ pub mod health;
 pub mod history;
 pub mod metrics;
 pub mod nearby;
+pub mod sign_in;

@@ -1,0 +1,64 @@
+//! Sign-in endpoints: a verified wallet proof in, a Locus JWT out
+//! (`{"access_token","expires_in","user_id"}`).
+//!
+//! - `GET /api/auth/evm/nonce` → `{"nonce","expires_in"}` (single use).
+//! - `POST /api/auth/evm` `{"message","signature"}`: an EIP-4361-shaped message naming an
+//!   allowed domain and the nonce, signed with `personal_sign`.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::http::error::ApiError;
+use crate::sign_in::SignInError;
+use crate::AppState;
+
+impl From<SignInError> for ApiError {
+    fn from(e: SignInError) -> Self {
+        locus_actors::metrics::auth_failure(e.code());
+        let status = match e {
+            SignInError::Disabled => StatusCode::SERVICE_UNAVAILABLE,
+            SignInError::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
+            SignInError::Malformed(_) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::UNAUTHORIZED,
+        };
+        let text = e.to_string();
+        let message = text.split_once(": ").map_or(text.as_str(), |(_, m)| m);
+        ApiError::new(status, e.code(), message)
+    }
+}
+
+fn client_ip(req: &HttpRequest) -> Option<std::net::IpAddr> {
+    req.peer_addr().map(|a| a.ip())
+}
+
+/// `GET /api/auth/evm/nonce`.
+pub async fn evm_nonce(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    state.sign_in.attempt(client_ip(&req))?;
+    let nonce = state.sign_in.issue_nonce()?;
+    Ok(HttpResponse::Ok().json(json!({
+        "nonce": nonce,
+        "expires_in": state.sign_in.config().nonce_ttl_s,
+    })))
+}
+
+#[derive(Deserialize)]
+pub struct EvmSignIn {
+    message: String,
+    signature: String,
+}
+
+/// `POST /api/auth/evm`.
+pub async fn evm(
+    req: HttpRequest,
+    body: web::Json<EvmSignIn>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    state.sign_in.attempt(client_ip(&req))?;
+    let issued = state.sign_in.verify_evm(&body.message, &body.signature)?;
+    Ok(HttpResponse::Ok().json(issued))
+}

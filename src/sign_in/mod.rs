@@ -1,0 +1,239 @@
+//! Wallet and Telegram sign-in: verifying an identity proof and issuing a Locus JWT for it.
+//!
+//! - [`evm`]: EIP-191 `personal_sign` over a SIWE-style message.
+//! - [`SignIn`]: the single-use nonces, the token issuer and the per-IP attempt limit the
+//!   endpoints (`http::sign_in`) share.
+
+pub mod evm;
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde::Deserialize;
+
+/// Bytes of randomness in a nonce (hex-encoded: twice as many characters).
+const NONCE_BYTES: usize = 16;
+
+/// `[sign_in]` in config.toml.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SignInConfig {
+    /// Domains a signed sign-in message may name (the dapp's own). Default `["localhost"]`.
+    pub domains: Vec<String>,
+    /// How long an issued nonce may be used, in seconds. Default 300.
+    pub nonce_ttl_s: u64,
+    /// Unused nonces kept at most; past it the oldest are dropped. Default 100,000.
+    pub nonces_max: usize,
+    /// Lifetime of the tokens issued, in seconds. Default 3,600.
+    pub token_ttl_s: u64,
+    /// Sign-in attempts (nonce requests included) per client IP per minute; 0 = off. Default 20.
+    pub attempts_per_ip_per_min: u32,
+}
+
+impl Default for SignInConfig {
+    fn default() -> Self {
+        SignInConfig {
+            domains: vec!["localhost".into()],
+            nonce_ttl_s: 300,
+            nonces_max: 100_000,
+            token_ttl_s: 3_600,
+            attempts_per_ip_per_min: 20,
+        }
+    }
+}
+
+/// Why a sign-in was refused; mapped to HTTP at the edge.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignInError {
+    #[error("SignInDisabled: set auth.jwt_secret to issue tokens")]
+    Disabled,
+    #[error("TooManyAttempts: slow down")]
+    TooManyAttempts,
+    #[error("MalformedSignIn: {0}")]
+    Malformed(String),
+    #[error("InvalidSignature: {0}")]
+    InvalidSignature(String),
+    #[error("NonceInvalid: unknown, used or expired nonce")]
+    Nonce,
+    #[error("DomainNotAllowed: {0}")]
+    Domain(String),
+    #[error("Expired: the signed message has expired")]
+    Expired,
+}
+
+impl SignInError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            SignInError::Disabled => "SignInDisabled",
+            SignInError::TooManyAttempts => "TooManyAttempts",
+            SignInError::Malformed(_) => "MalformedSignIn",
+            SignInError::InvalidSignature(_) => "InvalidSignature",
+            SignInError::Nonce => "NonceInvalid",
+            SignInError::Domain(_) => "DomainNotAllowed",
+            SignInError::Expired => "Expired",
+        }
+    }
+}
+
+/// A token issued for a verified identity.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Issued {
+    pub access_token: String,
+    pub expires_in: u64,
+    pub user_id: String,
+}
+
+/// The sign-in endpoints' shared state.
+pub struct SignIn {
+    config: SignInConfig,
+    key: Option<EncodingKey>,
+    nonces: DashMap<String, Instant>,
+    attempts: Option<DefaultKeyedRateLimiter<IpAddr>>,
+}
+
+impl SignIn {
+    /// `jwt_secret` signs the issued tokens (HS256), so clients can present them back.
+    pub fn new(config: SignInConfig, jwt_secret: &str) -> SignIn {
+        SignIn {
+            key: (!jwt_secret.is_empty()).then(|| EncodingKey::from_secret(jwt_secret.as_bytes())),
+            attempts: NonZeroU32::new(config.attempts_per_ip_per_min)
+                .map(|n| RateLimiter::keyed(Quota::per_minute(n))),
+            nonces: DashMap::new(),
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &SignInConfig {
+        &self.config
+    }
+
+    /// Counts an attempt from `ip`.
+    pub fn attempt(&self, ip: Option<IpAddr>) -> Result<(), SignInError> {
+        match (&self.attempts, ip) {
+            (Some(l), Some(ip)) if l.check_key(&ip).is_err() => Err(SignInError::TooManyAttempts),
+            _ => Ok(()),
+        }
+    }
+
+    /// A fresh single-use nonce.
+    pub fn issue_nonce(&self) -> Result<String, SignInError> {
+        if self.key.is_none() {
+            return Err(SignInError::Disabled);
+        }
+        let mut bytes = [0u8; NONCE_BYTES];
+        getrandom::fill(&mut bytes).map_err(|e| SignInError::Malformed(e.to_string()))?;
+        let nonce = hex::encode(bytes);
+        if self.nonces.len() >= self.config.nonces_max {
+            self.evict();
+        }
+        let ttl = Duration::from_secs(self.config.nonce_ttl_s);
+        self.nonces.insert(nonce.clone(), Instant::now() + ttl);
+        Ok(nonce)
+    }
+
+    /// Uses up `nonce`: true once, if it was issued and has not expired.
+    pub fn take_nonce(&self, nonce: &str) -> bool {
+        self.nonces
+            .remove(nonce)
+            .is_some_and(|(_, expires)| expires > Instant::now())
+    }
+
+    /// Drops expired nonces, then the oldest ones while still over the bound.
+    fn evict(&self) {
+        let now = Instant::now();
+        self.nonces.retain(|_, expires| *expires > now);
+        if self.nonces.len() >= self.config.nonces_max {
+            let mut by_age: Vec<(String, Instant)> =
+                self.nonces.iter().map(|e| (e.key().clone(), *e.value())).collect();
+            by_age.sort_by_key(|(_, expires)| *expires);
+            let excess = self.nonces.len() + 1 - self.config.nonces_max;
+            for (nonce, _) in by_age.into_iter().take(excess) {
+                self.nonces.remove(&nonce);
+            }
+        }
+    }
+
+    pub fn domain_allowed(&self, domain: &str) -> bool {
+        self.config.domains.iter().any(|d| d == domain)
+    }
+
+    /// A Locus JWT for `user_id`.
+    pub fn issue_token(&self, user_id: String) -> Result<Issued, SignInError> {
+        let key = self.key.as_ref().ok_or(SignInError::Disabled)?;
+        let now = locus_actors::auth::now_s();
+        let claims = serde_json::json!({
+            "sub": user_id,
+            "role": locus_actors::auth::DEFAULT_ROLE,
+            "iat": now,
+            "exp": now + self.config.token_ttl_s,
+        });
+        let access_token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key)
+            .map_err(|e| SignInError::Malformed(e.to_string()))?;
+        Ok(Issued {
+            access_token,
+            expires_in: self.config.token_ttl_s,
+            user_id,
+        })
+    }
+
+    /// EVM: checks the message's domain, nonce and expiry and the signature; the user is
+    /// `eth:<lower-case address>`.
+    pub fn verify_evm(&self, message: &str, signature: &str) -> Result<Issued, SignInError> {
+        let parsed = evm::parse_message(message).map_err(|e| SignInError::Malformed(e.to_string()))?;
+        if !self.domain_allowed(&parsed.domain) {
+            return Err(SignInError::Domain(parsed.domain));
+        }
+        let signer = evm::recover_address(message.as_bytes(), signature)
+            .map_err(|e| SignInError::InvalidSignature(e.to_string()))?;
+        if !signer.eq_ignore_ascii_case(&parsed.address) {
+            return Err(SignInError::InvalidSignature(
+                "the signer is not the address in the message".into(),
+            ));
+        }
+        if parsed
+            .expires_at_s
+            .is_some_and(|exp| exp <= locus_actors::auth::now_s() as i64)
+        {
+            return Err(SignInError::Expired);
+        }
+        // Last: a bad signature must not burn someone else's nonce.
+        if !self.take_nonce(&parsed.nonce) {
+            return Err(SignInError::Nonce);
+        }
+        self.issue_token(format!("eth:{signer}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonces_are_single_use_and_bounded() {
+        let s = SignIn::new(
+            SignInConfig {
+                nonces_max: 3,
+                ..SignInConfig::default()
+            },
+            "secret",
+        );
+        let first = s.issue_nonce().unwrap();
+        assert!(s.take_nonce(&first));
+        assert!(!s.take_nonce(&first), "single use");
+        assert!(!s.take_nonce("never-issued"));
+        let n: Vec<String> = (0..5).map(|_| s.issue_nonce().unwrap()).collect();
+        assert!(s.nonces.len() <= 3);
+        assert!(s.take_nonce(&n[4]), "the newest survive eviction");
+        assert!(!s.take_nonce(&n[0]), "the oldest are evicted");
+    }
+
+    #[test]
+    fn without_a_secret_sign_in_is_disabled() {
+        let s = SignIn::new(SignInConfig::default(), "");
+        assert_eq!(s.issue_nonce(), Err(SignInError::Disabled));
+    }
+}
