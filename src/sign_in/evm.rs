@@ -79,7 +79,9 @@ pub fn parse_message(message: &str) -> Result<SignInMessage, EvmError> {
         .next()
         .and_then(|l| l.strip_suffix(HEADER_TAIL))
         .filter(|d| !d.is_empty())
-        .ok_or(EvmError::Message("the first line must be '<domain> wants you to sign in with your Ethereum account:'"))?;
+        .ok_or(EvmError::Message(
+            "the first line must be '<domain> wants you to sign in with your Ethereum account:'",
+        ))?;
     let address = lines
         .next()
         .map(str::trim)
@@ -150,10 +152,19 @@ mod tests {
             "{}a01a836906e8a2932b2552b99c89c4543c365978a8cb9ed7d62f9199d0c101e61c",
             &VIEM_SIG[..2 + 64]
         );
-        assert_eq!(recover_address(b"hello world", &high_s), Err(EvmError::HighS));
+        assert_eq!(
+            recover_address(b"hello world", &high_s),
+            Err(EvmError::HighS)
+        );
         let bad_v = format!("{}1d", &VIEM_SIG[..VIEM_SIG.len() - 2]);
-        assert_eq!(recover_address(b"hello world", &bad_v), Err(EvmError::RecoveryByte));
-        assert_eq!(recover_address(b"hello world", "0x1234"), Err(EvmError::SignatureFormat));
+        assert_eq!(
+            recover_address(b"hello world", &bad_v),
+            Err(EvmError::RecoveryByte)
+        );
+        assert_eq!(
+            recover_address(b"hello world", "0x1234"),
+            Err(EvmError::SignatureFormat)
+        );
         // Another message: a valid signature, of someone else.
         assert_ne!(recover_address(b"hello worle", VIEM_SIG).unwrap(), ANVIL_0);
     }
@@ -171,6 +182,9 @@ mod tests {
         assert_eq!(p.expires_at_s, Some(1_795_514_700));
         assert!(parse_message("hello world").is_err());
         assert!(parse_message(&m.replace("Nonce: abc123\n", "")).is_err());
-        assert!(parse_message(&m.replace("0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266", "0x12")).is_err());
+        assert!(
+            parse_message(&m.replace("0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266", "0x12"))
+                .is_err()
+        );
     }
 }

@@ -147,8 +147,11 @@ impl SignIn {
         let now = Instant::now();
         self.nonces.retain(|_, expires| *expires > now);
         if self.nonces.len() >= self.config.nonces_max {
-            let mut by_age: Vec<(String, Instant)> =
-                self.nonces.iter().map(|e| (e.key().clone(), *e.value())).collect();
+            let mut by_age: Vec<(String, Instant)> = self
+                .nonces
+                .iter()
+                .map(|e| (e.key().clone(), *e.value()))
+                .collect();
             by_age.sort_by_key(|(_, expires)| *expires);
             let excess = self.nonces.len() + 1 - self.config.nonces_max;
             for (nonce, _) in by_age.into_iter().take(excess) {
@@ -183,7 +186,8 @@ impl SignIn {
     /// EVM: checks the message's domain, nonce and expiry and the signature; the user is
     /// `eth:<lower-case address>`.
     pub fn verify_evm(&self, message: &str, signature: &str) -> Result<Issued, SignInError> {
-        let parsed = evm::parse_message(message).map_err(|e| SignInError::Malformed(e.to_string()))?;
+        let parsed =
+            evm::parse_message(message).map_err(|e| SignInError::Malformed(e.to_string()))?;
         if !self.domain_allowed(&parsed.domain) {
             return Err(SignInError::Domain(parsed.domain));
         }
