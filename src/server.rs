@@ -96,6 +96,7 @@ pub async fn start(config: Config) -> io::Result<RunningServer> {
             .route("/api/nearby", web::get().to(nearby::nearby))
             .route("/api/auth/evm/nonce", web::get().to(sign_in::evm_nonce))
             .route("/api/auth/evm", web::post().to(sign_in::evm))
+            .route("/api/auth/telegram", web::post().to(sign_in::telegram))
             .route("/metrics", web::get().to(metrics::metrics))
     })
     .workers(workers)

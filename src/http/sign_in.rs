@@ -4,6 +4,7 @@
 //! - `GET /api/auth/evm/nonce` → `{"nonce","expires_in"}` (single use).
 //! - `POST /api/auth/evm` `{"message","signature"}`: an EIP-4361-shaped message naming an
 //!   allowed domain and the nonce, signed with `personal_sign`.
+//! - `POST /api/auth/telegram` `{"init_data"}`: a Mini App's `initData`.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -60,5 +61,21 @@ pub async fn evm(
 ) -> Result<HttpResponse, ApiError> {
     state.sign_in.attempt(client_ip(&req))?;
     let issued = state.sign_in.verify_evm(&body.message, &body.signature)?;
+    Ok(HttpResponse::Ok().json(issued))
+}
+
+#[derive(Deserialize)]
+pub struct TelegramSignIn {
+    init_data: String,
+}
+
+/// `POST /api/auth/telegram`.
+pub async fn telegram(
+    req: HttpRequest,
+    body: web::Json<TelegramSignIn>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    state.sign_in.attempt(client_ip(&req))?;
+    let issued = state.sign_in.verify_telegram(&body.init_data)?;
     Ok(HttpResponse::Ok().json(issued))
 }

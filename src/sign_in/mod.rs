@@ -1,10 +1,12 @@
 //! Wallet and Telegram sign-in: verifying an identity proof and issuing a Locus JWT for it.
 //!
 //! - [`evm`]: EIP-191 `personal_sign` over a SIWE-style message.
+//! - [`telegram`]: Mini App `initData`, first party (bot token) or third party (bot id).
 //! - [`SignIn`]: the single-use nonces, the token issuer and the per-IP attempt limit the
 //!   endpoints (`http::sign_in`) share.
 
 pub mod evm;
+pub mod telegram;
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -32,6 +34,14 @@ pub struct SignInConfig {
     pub token_ttl_s: u64,
     /// Sign-in attempts (nonce requests included) per client IP per minute; 0 = off. Default 20.
     pub attempts_per_ip_per_min: u32,
+    /// Bot tokens whose Mini Apps may sign in (first-party HMAC validation). Default none.
+    pub telegram_bot_tokens: Vec<String>,
+    /// Bot ids validated third-party (Ed25519 with `telegram_public_key`, no token needed).
+    pub telegram_bot_ids: Vec<i64>,
+    /// Telegram's Ed25519 key, hex. Default the production key.
+    pub telegram_public_key: String,
+    /// Oldest `auth_date` accepted, in seconds. Default 86,400.
+    pub telegram_max_age_s: i64,
 }
 
 impl Default for SignInConfig {
@@ -42,6 +52,10 @@ impl Default for SignInConfig {
             nonces_max: 100_000,
             token_ttl_s: 3_600,
             attempts_per_ip_per_min: 20,
+            telegram_bot_tokens: Vec::new(),
+            telegram_bot_ids: Vec::new(),
+            telegram_public_key: telegram::TELEGRAM_PUBLIC_KEY_PROD.into(),
+            telegram_max_age_s: 86_400,
         }
     }
 }
@@ -85,6 +99,10 @@ pub struct Issued {
     pub access_token: String,
     pub expires_in: u64,
     pub user_id: String,
+    /// Telegram's referral `start_param`, when the Mini App was opened with one (also a claim
+    /// of the token).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_param: Option<String>,
 }
 
 /// The sign-in endpoints' shared state.
@@ -165,21 +183,29 @@ impl SignIn {
     }
 
     /// A Locus JWT for `user_id`.
-    pub fn issue_token(&self, user_id: String) -> Result<Issued, SignInError> {
+    pub fn issue_token(
+        &self,
+        user_id: String,
+        start_param: Option<String>,
+    ) -> Result<Issued, SignInError> {
         let key = self.key.as_ref().ok_or(SignInError::Disabled)?;
         let now = locus_actors::auth::now_s();
-        let claims = serde_json::json!({
+        let mut claims = serde_json::json!({
             "sub": user_id,
             "role": locus_actors::auth::DEFAULT_ROLE,
             "iat": now,
             "exp": now + self.config.token_ttl_s,
         });
+        if let Some(p) = &start_param {
+            claims["start_param"] = serde_json::Value::String(p.clone());
+        }
         let access_token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key)
             .map_err(|e| SignInError::Malformed(e.to_string()))?;
         Ok(Issued {
             access_token,
             expires_in: self.config.token_ttl_s,
             user_id,
+            start_param,
         })
     }
 
@@ -208,7 +234,48 @@ impl SignIn {
         if !self.take_nonce(&parsed.nonce) {
             return Err(SignInError::Nonce);
         }
-        self.issue_token(format!("eth:{signer}"))
+        self.issue_token(format!("eth:{signer}"), None)
+    }
+
+    /// Telegram: `initData` signed by a configured bot (token or id) and fresh; the user is
+    /// `tg:<telegram user id>`.
+    pub fn verify_telegram(&self, init_data: &str) -> Result<Issued, SignInError> {
+        if self.key.is_none() {
+            return Err(SignInError::Disabled);
+        }
+        let data = telegram::InitData::parse(init_data)
+            .map_err(|e| SignInError::Malformed(e.to_string()))?;
+        let first_party = self
+            .config
+            .telegram_bot_tokens
+            .iter()
+            .any(|t| data.signed_by_bot_token(t));
+        let third_party = || {
+            telegram::public_key(&self.config.telegram_public_key).is_some_and(|key| {
+                self.config
+                    .telegram_bot_ids
+                    .iter()
+                    .any(|id| data.signed_for_bot_id(*id, &key))
+            })
+        };
+        if !first_party && !third_party() {
+            return Err(SignInError::InvalidSignature(
+                telegram::TelegramError::Signature.to_string(),
+            ));
+        }
+        data.fresh(
+            locus_actors::auth::now_s() as i64,
+            self.config.telegram_max_age_s,
+        )
+        .map_err(|e| match e {
+            telegram::TelegramError::Expired => SignInError::Expired,
+            other => SignInError::Malformed(other.to_string()),
+        })?;
+        let user = data
+            .user_id()
+            .map_err(|e| SignInError::Malformed(e.to_string()))?;
+        let start_param = data.get("start_param").map(str::to_owned);
+        self.issue_token(format!("tg:{user}"), start_param)
     }
 }
 
@@ -233,6 +300,26 @@ mod tests {
         assert!(s.nonces.len() <= 3);
         assert!(s.take_nonce(&n[4]), "the newest survive eviction");
         assert!(!s.take_nonce(&n[0]), "the oldest are evicted");
+    }
+
+    #[test]
+    fn issued_tokens_verify_and_keep_the_referral_start_param() {
+        let secret = "a-secret-long-enough-for-hs256-tokens";
+        let s = SignIn::new(SignInConfig::default(), secret);
+        let issued = s.issue_token("tg:42".into(), Some("ref-7".into())).unwrap();
+        assert_eq!(issued.start_param.as_deref(), Some("ref-7"));
+        let mut v = jsonwebtoken::Validation::new(Algorithm::HS256);
+        v.validate_aud = false;
+        let claims = jsonwebtoken::decode::<serde_json::Value>(
+            &issued.access_token,
+            &jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()),
+            &v,
+        )
+        .unwrap()
+        .claims;
+        assert_eq!(claims["sub"], "tg:42");
+        assert_eq!(claims["start_param"], "ref-7");
+        assert_eq!(claims["role"], "authenticated");
     }
 
     #[test]
