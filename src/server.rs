@@ -97,6 +97,8 @@ pub async fn start(config: Config) -> io::Result<RunningServer> {
             .route("/api/auth/evm/nonce", web::get().to(sign_in::evm_nonce))
             .route("/api/auth/evm", web::post().to(sign_in::evm))
             .route("/api/auth/telegram", web::post().to(sign_in::telegram))
+            .route("/api/auth/ton/payload", web::get().to(sign_in::ton_payload))
+            .route("/api/auth/ton", web::post().to(sign_in::ton))
             .route("/metrics", web::get().to(metrics::metrics))
     })
     .workers(workers)

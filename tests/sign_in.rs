@@ -183,3 +183,108 @@ async fn telegram_init_data_signs_in_first_and_third_party_within_the_window() {
         (401, Some("Expired"))
     );
 }
+
+/// The wallet of domain.md §4.3 (ton4j's v3 wallet): its seed, address and state init as the
+/// wallet sends it (standard base64 BOC).
+const TON_SEED: &str = "f182111193f30d79d517f2339a1ba7c25fdf6c52142f0f2c1d960a1f1d65e1e4";
+const TON_ADDRESS: &str = "0:2d29bfa071c8c62fa3398b661a842e60f04cb8a915fb3e749ef7c6c41343e16c";
+const TON_PUBKEY: &str = "82a0b2543d06fec0aac952e9ec738be56ab1b6027fc0c1aa817ae14b4d1ed2fb";
+const TON_STATE_INIT: &str = "te6ccgECAwEAAKAAAgE0AQIA3v8AIN0gggFMl7ohggEznLqxn3Gw7UTQ0x/THzHXC//jBOCk8mCDCNcYINMf0x/TH/gjE7vyY+1E0NMf0x/T/9FRMrryoVFEuvKiBPkBVBBV+RDyo/gAkyDXSpbTB9QC+wDo0QGkyMsfyx/L/8ntVABQAAAAAAAAACqCoLJUPQb+wKrJUunsc4vlarG2An/AwaqBeuFLTR7S+w==";
+
+/// The wallet's side of TON Connect: sign the proof for `domain`, `timestamp` and `payload`,
+/// writing `length_bytes` as the domain length it claims.
+fn ton_items(domain: &str, length_bytes: usize, timestamp: u64, payload: &str) -> Value {
+    use base64::Engine;
+    use ed25519_dalek::Signer;
+    let (wc, hash) = locus::sign_in::ton::parse_address(TON_ADDRESS).unwrap();
+    let digest = locus::sign_in::ton::proof_digest(wc, &hash, domain, timestamp, payload);
+    let seed: [u8; 32] = hex::decode(TON_SEED).unwrap().try_into().unwrap();
+    let signature = ed25519_dalek::SigningKey::from_bytes(&seed).sign(&digest);
+    json!({
+        "ton_addr": {"name": "ton_addr", "address": TON_ADDRESS, "network": "-239",
+                     "publicKey": TON_PUBKEY, "walletStateInit": TON_STATE_INIT},
+        "ton_proof": {"name": "ton_proof", "proof": {
+            "timestamp": timestamp.to_string(),
+            "domain": {"lengthBytes": length_bytes, "value": domain},
+            "signature": base64::engine::general_purpose::STANDARD.encode(signature.to_bytes()),
+            "payload": payload}}
+    })
+}
+
+async fn ton_payload(s: &TestServer) -> String {
+    let (status, body) = http_get(&s.http("/api/auth/ton/payload")).await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str::<Value>(&body).unwrap()["payload"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn ton(s: &TestServer, items: &Value) -> (u16, Value) {
+    let (status, body) = http_post(&s.http("/api/auth/ton"), &items.to_string()).await;
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ton_connect_proof_signs_in_and_its_pitfalls_are_refused() {
+    let s = server(100);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let payload = ton_payload(&s).await;
+    let (status, issued) = ton(&s, &ton_items("lo.example", 10, now, &payload)).await;
+    assert_eq!(status, 200, "{issued}");
+    assert_eq!(issued["user_id"], format!("ton:{TON_ADDRESS}").as_str());
+    // The payload is single use.
+    let (status, err) = ton(&s, &ton_items("lo.example", 10, now, &payload)).await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (401, Some("NonceInvalid"))
+    );
+    let payload = ton_payload(&s).await;
+    // ton4j's pitfall: a wrong lengthBytes signed as given must be refused, not trusted.
+    let (status, err) = ton(&s, &ton_items("lo.example", 16, now, &payload)).await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (400, Some("MalformedSignIn"))
+    );
+    let (status, err) = ton(&s, &ton_items("evil.example", 12, now, &payload)).await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (401, Some("DomainNotAllowed"))
+    );
+    let (status, err) = ton(&s, &ton_items("lo.example", 10, now - 3_600, &payload)).await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (401, Some("Expired"))
+    );
+    let (status, err) = ton(&s, &ton_items("lo.example", 10, now + 3_600, &payload)).await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (401, Some("Expired"))
+    );
+    // Signed for another payload than the one presented.
+    let mut forged = ton_items("lo.example", 10, now, "another-payload");
+    forged["ton_proof"]["proof"]["payload"] = json!(payload);
+    let (status, err) = ton(&s, &forged).await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (401, Some("InvalidSignature"))
+    );
+    // A state init that is not this address's.
+    let mut other = ton_items("lo.example", 10, now, &payload);
+    other["ton_addr"]["address"] = json!(TON_ADDRESS.replace("2d29", "2d2a"));
+    let (status, err) = ton(&s, &other).await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (401, Some("InvalidSignature"))
+    );
+    assert!(err["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("hash to the address"));
+    // The payload survived the refusals and still works once.
+    let (status, _) = ton(&s, &ton_items("lo.example", 10, now, &payload)).await;
+    assert_eq!(status, 200);
+}

@@ -2,11 +2,13 @@
 //!
 //! - [`evm`]: EIP-191 `personal_sign` over a SIWE-style message.
 //! - [`telegram`]: Mini App `initData`, first party (bot token) or third party (bot id).
+//! - [`ton`]: TON Connect `ton_proof`, with the key read from the wallet's state init.
 //! - [`SignIn`]: the single-use nonces, the token issuer and the per-IP attempt limit the
 //!   endpoints (`http::sign_in`) share.
 
 pub mod evm;
 pub mod telegram;
+pub mod ton;
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -16,6 +18,9 @@ use dashmap::DashMap;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Deserialize;
+
+/// Seconds a signed timestamp may lie in the future (clock skew).
+const FUTURE_SKEW_S: u64 = 60;
 
 /// Bytes of randomness in a nonce (hex-encoded: twice as many characters).
 const NONCE_BYTES: usize = 16;
@@ -42,6 +47,8 @@ pub struct SignInConfig {
     pub telegram_public_key: String,
     /// Oldest `auth_date` accepted, in seconds. Default 86,400.
     pub telegram_max_age_s: i64,
+    /// Oldest `ton_proof` timestamp accepted, in seconds. Default 900.
+    pub ton_proof_ttl_s: u64,
 }
 
 impl Default for SignInConfig {
@@ -56,6 +63,7 @@ impl Default for SignInConfig {
             telegram_bot_ids: Vec::new(),
             telegram_public_key: telegram::TELEGRAM_PUBLIC_KEY_PROD.into(),
             telegram_max_age_s: 86_400,
+            ton_proof_ttl_s: 900,
         }
     }
 }
@@ -91,6 +99,25 @@ impl SignInError {
             SignInError::Expired => "Expired",
         }
     }
+}
+
+/// A TON Connect proof with the wallet it is for (from the `ton_addr` and `ton_proof` items).
+#[derive(Debug, Clone)]
+pub struct TonProof {
+    pub address: String,
+    pub public_key: Option<String>,
+    pub wallet_state_init: String,
+    pub timestamp: u64,
+    pub domain: TonDomain,
+    pub signature: String,
+    pub payload: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TonDomain {
+    pub length_bytes: u64,
+    pub value: String,
 }
 
 /// A token issued for a verified identity.
@@ -235,6 +262,55 @@ impl SignIn {
             return Err(SignInError::Nonce);
         }
         self.issue_token(format!("eth:{signer}"), None)
+    }
+
+    /// TON Connect: the proof names an allowed domain (its length recomputed, never trusted),
+    /// is fresh, carries a payload we issued, and is signed by the key in the wallet's state
+    /// init, which hashes to the address. The user is `ton:<raw address>`.
+    pub fn verify_ton(&self, proof: &TonProof) -> Result<Issued, SignInError> {
+        if self.key.is_none() {
+            return Err(SignInError::Disabled);
+        }
+        let domain = &proof.domain;
+        if domain.length_bytes != domain.value.len() as u64 {
+            return Err(SignInError::Malformed(format!(
+                "domain.lengthBytes is {} but {:?} is {} bytes",
+                domain.length_bytes,
+                domain.value,
+                domain.value.len()
+            )));
+        }
+        if !domain.value.contains('.') || !self.domain_allowed(&domain.value) {
+            return Err(SignInError::Domain(domain.value.clone()));
+        }
+        let now = locus_actors::auth::now_s();
+        if now.saturating_sub(proof.timestamp) > self.config.ton_proof_ttl_s
+            || proof.timestamp > now + FUTURE_SKEW_S
+        {
+            return Err(SignInError::Expired);
+        }
+        let key = ton::verify(
+            &proof.address,
+            &proof.wallet_state_init,
+            &domain.value,
+            proof.timestamp,
+            &proof.payload,
+            &proof.signature,
+        )
+        .map_err(|e| SignInError::InvalidSignature(e.to_string()))?;
+        if proof
+            .public_key
+            .as_deref()
+            .is_some_and(|k| !k.eq_ignore_ascii_case(&key))
+        {
+            return Err(SignInError::InvalidSignature(
+                "publicKey is not the wallet's key".into(),
+            ));
+        }
+        if !self.take_nonce(&proof.payload) {
+            return Err(SignInError::Nonce);
+        }
+        self.issue_token(format!("ton:{}", proof.address.to_lowercase()), None)
     }
 
     /// Telegram: `initData` signed by a configured bot (token or id) and fresh; the user is
