@@ -353,3 +353,42 @@ async fn input_limits_get_clear_errors_and_the_connection_stays_usable() {
         Received::Timeout | Received::Msg(_)
     ));
 }
+
+/// A throwaway P-256 key pair (generated with openssl for this test): the private key signs
+/// as an identity provider would, the JWKS holds its public half.
+const ES256_PEM: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgf6lwdagXzaa0x+4Z
+mqdcQMxM1+yXzKkrXAb14iGIuPmhRANCAATaP3a1WthIQou/WzjnDoLjicdoyRvO
+ws/fQcjCDKgQmfC98SD269xSkCCzv/8eoTsw1lcmPqx0c0dh3ZRWOglJ
+-----END PRIVATE KEY-----
+";
+const ES256_JWKS: &str = r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"test-es256","use":"sig","alg":"ES256","x":"2j92tVrYSEKLv1s45w6C44nHaMkbzsLP30HIwgyoEJk","y":"8L3xIPbr3FKQILO__x6hOzDWVyY-rHRzR2HdlFY6CUk"}]}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn es256_tokens_verify_against_the_jwks_file_by_kid() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, ES256_JWKS).unwrap();
+    let jwks_path = jwks.display().to_string();
+    let server = TestServer::start_with(move |c| {
+        c.auth.jwks_file = jwks_path;
+        c.auth.allow_anonymous = false;
+    });
+    let key = EncodingKey::from_ec_pem(ES256_PEM.as_bytes()).unwrap();
+    let sign = |kid: &str| {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(kid.into());
+        encode(&header, &json!({"sub": "u-es", "exp": now_s() + 600}), &key).unwrap()
+    };
+    let mut c = connect_with(&server, &sign("test-es256")).await;
+    c.join("realtime:user:u-es", json!({})).await;
+    let base = server.ws_url("2.0.0");
+    let (status, body) = refused_handshake(&format!("{base}&apikey={}", sign("unknown-kid"))).await;
+    assert!(
+        status == 401 && body.contains("InvalidJWT"),
+        "{status} {body}"
+    );
+    // HS256 is refused when only a JWKS is configured.
+    let (status, _) = refused_handshake(&format!("{base}&apikey={}", token("u-es"))).await;
+    assert_eq!(status, 401);
+}

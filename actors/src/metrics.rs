@@ -108,7 +108,7 @@ cached!(
 
 /// Counts a client push refused with a stable code (`MalformedMessage`, `UnmatchedTopic`, …).
 /// Counts a frame refused by a rate limit (`reason`: messages, joins, presence, posts, beacons,
-/// user_messages).
+/// user_messages, sign_in).
 pub fn rate_limited(reason: &'static str) {
     counter!(RATE_LIMITED, "reason" => reason).increment(1);
 }

@@ -159,7 +159,10 @@ impl SignIn {
     /// Counts an attempt from `ip`.
     pub fn attempt(&self, ip: Option<IpAddr>) -> Result<(), SignInError> {
         match (&self.attempts, ip) {
-            (Some(l), Some(ip)) if l.check_key(&ip).is_err() => Err(SignInError::TooManyAttempts),
+            (Some(l), Some(ip)) if l.check_key(&ip).is_err() => {
+                locus_actors::metrics::rate_limited("sign_in");
+                Err(SignInError::TooManyAttempts)
+            }
             _ => Ok(()),
         }
     }
