@@ -146,6 +146,8 @@ mod tests {
     const V2_TOKEN: &str = "7342037359:AAHI25ES9xCOMPokpYoz-p8XVrZUdygo2J4";
     const V2: &str = "user=%7B%22id%22%3A279058397%2C%22first_name%22%3A%22Vladislav%20%2B%20-%20%3F%20%5C%2F%22%2C%22last_name%22%3A%22Kibenko%22%2C%22username%22%3A%22vdkfrost%22%2C%22language_code%22%3A%22ru%22%2C%22is_premium%22%3Atrue%2C%22allows_write_to_pm%22%3Atrue%2C%22photo_url%22%3A%22https%3A%5C%2F%5C%2Ft.me%5C%2Fi%5C%2Fuserpic%5C%2F320%5C%2F4FPEE4tmP3ATHa57u6MqTDih13LTOiMoKoLDRG4PnSA.svg%22%7D&chat_instance=8134722200314281151&chat_type=private&auth_date=1733509682&signature=TYJxVcisqbWjtodPepiJ6ghziUL94-KNpG8Pau-X7oNNLNBM72APCpi_RKiUlBvcqo5L-LAxIc3dnTzcZX_PDg&hash=a433d8f9847bd6addcc563bff7cc82c89e97ea0d90c11fe5729cae6796a36d73";
     const V2_BOT_ID: i64 = 7342037359;
+    /// V3, init-data-golang's third-party vector (same user as V2, another auth_date).
+    const V3: &str = "user=%7B%22id%22%3A279058397%2C%22first_name%22%3A%22Vladislav%20%2B%20-%20%3F%20%5C%2F%22%2C%22last_name%22%3A%22Kibenko%22%2C%22username%22%3A%22vdkfrost%22%2C%22language_code%22%3A%22ru%22%2C%22is_premium%22%3Atrue%2C%22allows_write_to_pm%22%3Atrue%2C%22photo_url%22%3A%22https%3A%5C%2F%5C%2Ft.me%5C%2Fi%5C%2Fuserpic%5C%2F320%5C%2F4FPEE4tmP3ATHa57u6MqTDih13LTOiMoKoLDRG4PnSA.svg%22%7D&chat_instance=8134722200314281151&chat_type=private&auth_date=1733584787&hash=2174df5b000556d044f3f020384e879c8efcab55ddea2ced4eb752e93e7080d6&signature=zL-ucjNyREiHDE8aihFwpfR9aggP2xiAo3NSpfe-p7IbCisNlDKlo7Kb6G4D0Ao2mBrSgEk4maLSdv6MLIlADQ";
 
     #[test]
     fn first_party_vectors_validate_and_their_variants_do_not() {
@@ -182,6 +184,11 @@ mod tests {
         assert!(!v2.signed_for_bot_id(V2_BOT_ID + 1, &prod));
         let sender = InitData::parse(&V2.replace("chat_type=private", "chat_type=sender")).unwrap();
         assert!(!sender.signed_for_bot_id(V2_BOT_ID, &prod));
+        let v3 = InitData::parse(V3).unwrap();
+        assert!(v3.signed_for_bot_id(V2_BOT_ID, &prod));
+        assert!(!v3.signed_for_bot_id(V2_BOT_ID, &test));
+        assert!(!v3.signed_for_bot_id(V2_BOT_ID + 1, &prod));
+        assert_eq!(v3.fresh(1_733_584_800, 86_400), Ok(1_733_584_787));
     }
 
     #[test]

@@ -57,7 +57,7 @@ impl Cell {
         ]);
         let full = self.bit_len / 8;
         h.update(&self.data[..full]);
-        if self.bit_len % 8 != 0 {
+        if !self.bit_len.is_multiple_of(8) {
             // The last byte carries a completion tag: a 1 after the last data bit.
             let used = self.bit_len % 8;
             let mask = 0xffu8 << (8 - used);
@@ -138,7 +138,7 @@ pub fn parse_boc(bytes: &[u8]) -> Result<Cell, TonError> {
             .ok_or(TonError::Boc("truncated"))?
             .to_vec();
         at += len;
-        let bit_len = if d2 % 2 == 0 {
+        let bit_len = if d2.is_multiple_of(2) {
             len * 8
         } else {
             let last = *data.last().ok_or(TonError::Boc("empty padded cell"))?;
@@ -156,7 +156,7 @@ pub fn parse_boc(bytes: &[u8]) -> Result<Cell, TonError> {
     let mut built: Vec<Option<Cell>> = vec![None; cells];
     for i in (0..cells).rev() {
         let (mut data, bit_len, refs) = raw[i].clone();
-        if bit_len % 8 != 0 {
+        if !bit_len.is_multiple_of(8) {
             let last = data.len() - 1;
             data[last] &= 0xffu8 << (8 - bit_len % 8);
         }
@@ -331,7 +331,7 @@ pub(crate) mod tests {
             body.push(c.refs.len() as u8);
             body.push((c.bit_len / 8 + c.bit_len.div_ceil(8)) as u8);
             let mut data = c.data.clone();
-            if c.bit_len % 8 != 0 {
+            if !c.bit_len.is_multiple_of(8) {
                 let last = data.len() - 1;
                 data[last] |= 0x80 >> (c.bit_len % 8);
             }
