@@ -37,17 +37,22 @@ fn client_ip(req: &HttpRequest) -> Option<std::net::IpAddr> {
     req.peer_addr().map(|a| a.ip())
 }
 
+/// A fresh single-use nonce under `field` (`nonce` for EVM, `payload` for TON).
+fn issue_nonce(req: &HttpRequest, state: &AppState, field: &str) -> Result<HttpResponse, ApiError> {
+    state.sign_in.attempt(client_ip(req))?;
+    let nonce = state.sign_in.issue_nonce()?;
+    Ok(HttpResponse::Ok().json(json!({
+        field: nonce,
+        "expires_in": state.sign_in.config().nonce_ttl_s,
+    })))
+}
+
 /// `GET /api/auth/evm/nonce`.
 pub async fn evm_nonce(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    state.sign_in.attempt(client_ip(&req))?;
-    let nonce = state.sign_in.issue_nonce()?;
-    Ok(HttpResponse::Ok().json(json!({
-        "nonce": nonce,
-        "expires_in": state.sign_in.config().nonce_ttl_s,
-    })))
+    issue_nonce(&req, &state, "nonce")
 }
 
 #[derive(Deserialize)]
@@ -88,12 +93,7 @@ pub async fn ton_payload(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    state.sign_in.attempt(client_ip(&req))?;
-    let payload = state.sign_in.issue_nonce()?;
-    Ok(HttpResponse::Ok().json(json!({
-        "payload": payload,
-        "expires_in": state.sign_in.config().nonce_ttl_s,
-    })))
+    issue_nonce(&req, &state, "payload")
 }
 
 #[derive(Deserialize)]
