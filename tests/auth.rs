@@ -392,3 +392,42 @@ async fn es256_tokens_verify_against_the_jwks_file_by_kid() {
     let (status, _) = refused_handshake(&format!("{base}&apikey={}", token("u-es"))).await;
     assert_eq!(status, 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_broadcast_applies_the_topic_rules_to_the_callers_token() {
+    let server = auth_server(true, vec![]);
+    let url = server.http("/api/broadcast");
+    let to = |topic: &str, private: bool| {
+        json!({"messages": [{"topic": topic, "event": "e", "payload": {}, "private": private}]})
+            .to_string()
+    };
+    let (status, body) = common::http_post(&url, &to("user:u1", false)).await;
+    assert!(
+        status == 403 && body.contains("Unauthorized"),
+        "{status} {body}"
+    );
+    let bearer = format!("Bearer {}", token("u1"));
+    let (status, _) =
+        common::http_post_with(&url, &to("user:u1", false), &[("authorization", &bearer)]).await;
+    assert_eq!(status, 202);
+    let (status, _) = common::http_post(&url, &to("lobby", true)).await;
+    assert_eq!(status, 403, "private needs a user (and a policy)");
+    let (status, _) = common::http_post(&url, &to("lobby", false)).await;
+    assert_eq!(status, 202, "public topics stay open");
+    let service = encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub": "backend", "role": "service_role", "exp": now_s() + 60}),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let (status, _) =
+        common::http_post_with(&url, &to("user:u1", true), &[("apikey", &service)]).await;
+    assert_eq!(status, 202, "the service role publishes anywhere");
+    let closed = auth_server(false, vec![]);
+    let (status, body) =
+        common::http_post(&closed.http("/api/broadcast"), &to("lobby", false)).await;
+    assert!(
+        status == 401 && body.contains("AnonymousNotAllowed"),
+        "{status} {body}"
+    );
+}

@@ -16,6 +16,8 @@ use crate::config::glob_match;
 pub const ANON_ROLE: &str = "anon";
 /// The role of a token without a `role` claim.
 pub const DEFAULT_ROLE: &str = "authenticated";
+/// The role of server-side callers (Supabase's service key): not bound by the topic rules.
+pub const SERVICE_ROLE: &str = "service_role";
 /// Prefix of the personal topic of a user.
 pub const USER_TOPIC_PREFIX: &str = "realtime:user:";
 
@@ -286,6 +288,9 @@ impl Authenticator {
                 action.verb()
             ))
         };
+        if who.is_authenticated() && *who.role == *SERVICE_ROLE {
+            return Ok(());
+        }
         if let Some(owner) = topic.strip_prefix(USER_TOPIC_PREFIX) {
             return if who.is_authenticated() && *who.user_id == *owner {
                 Ok(())

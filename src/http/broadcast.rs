@@ -4,12 +4,17 @@
 //! the `realtime:` prefix (a prefixed topic is accepted as is). Answers 202 when every message
 //! was accepted by the broker. The request is validated whole before anything is published, so
 //! a bad message publishes nothing.
+//!
+//! The caller's token (`Authorization: Bearer` or `apikey`) is checked like a socket's: the
+//! topic rules and policies apply to each message (`private` included); a `service_role`
+//! token, Supabase's server key, may publish anywhere.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
+use locus_actors::auth::{Action, Identity};
 use locus_actors::broker::{Body, Publication};
 use locus_actors::user_session::TOPIC_PREFIX;
 use serde::Deserialize;
@@ -29,16 +34,50 @@ struct BroadcastMessage {
     event: String,
     #[serde(default)]
     payload: Option<Box<RawValue>>,
-    /// Accepted for compatibility; private-channel checks arrive with authorization.
+    /// A private channel: the caller's token must be allowed to broadcast on it.
     #[serde(default)]
-    #[allow(dead_code)]
     private: bool,
 }
 
+/// The caller's identity from `Authorization: Bearer <jwt>` or the `apikey` header, with the
+/// same rules as a WebSocket connection.
+fn caller(req: &actix_web::HttpRequest, state: &AppState) -> Result<Identity, ApiError> {
+    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let token = header("authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| header("apikey"));
+    state
+        .engine
+        .security
+        .auth
+        .connect(token, Arc::from("anon-http"))
+        .map_err(|e| {
+            locus_actors::metrics::auth_failure(e.code());
+            let text = e.to_string();
+            let message = text.split_once(": ").map_or(text.as_str(), |(_, m)| m);
+            ApiError::new(StatusCode::UNAUTHORIZED, e.code(), message)
+        })
+}
+
+/// Whether the caller may broadcast on `topic`: 403 `Unauthorized` otherwise.
+fn authorize(state: &AppState, who: &Identity, topic: &str, private: bool) -> Result<(), ApiError> {
+    state
+        .engine
+        .security
+        .auth
+        .authorize(who, topic, private, Action::Broadcast)
+        .map_err(|denied| {
+            locus_actors::metrics::auth_failure("Unauthorized");
+            ApiError::new(StatusCode::FORBIDDEN, "Unauthorized", &denied.0)
+        })
+}
+
 pub async fn broadcast(
+    req: actix_web::HttpRequest,
     body: web::Json<BroadcastRequest>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let who = caller(&req, &state)?;
     let messages = body.into_inner().messages;
     let max = state.config.http.broadcast_messages_max;
     if messages.is_empty() || messages.len() > max {
@@ -50,10 +89,12 @@ pub async fn broadcast(
     let topic_max = state.engine.session_limits.topic_bytes_max;
     let mut publications = Vec::with_capacity(messages.len());
     for (i, msg) in messages.into_iter().enumerate() {
-        let topic = full_topic(msg.topic, topic_max).map_err(|e| ApiError {
-            message: format!("messages[{i}]: {}", e.message),
-            ..e
-        })?;
+        let topic = full_topic(msg.topic, topic_max)
+            .and_then(|t| authorize(&state, &who, &t, msg.private).map(|()| t))
+            .map_err(|e| ApiError {
+                message: format!("messages[{i}]: {}", e.message),
+                ..e
+            })?;
         let payload: Arc<RawValue> = match msg.payload {
             Some(p) => Arc::from(p),
             None => Arc::from(locus_actors::wire::raw("{}".into())),
@@ -122,8 +163,10 @@ pub async fn broadcast_event(
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let who = caller(&req, &state)?;
     let EventPath { topic, event } = path.into_inner();
     let topic = full_topic(topic, state.engine.session_limits.topic_bytes_max)?;
+    authorize(&state, &who, &topic, false)?;
     if body.len() > state.config.http.body_bytes_max {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -364,17 +364,26 @@ pub async fn http_get(url: &str) -> (u16, String) {
 
 /// POST JSON over HTTP on loopback: (status, body).
 pub async fn http_post(url: &str, body: &str) -> (u16, String) {
+    http_post_with(url, body, &[]).await
+}
+
+/// POSTs JSON with extra headers.
+pub async fn http_post_with(url: &str, body: &str, headers: &[(&str, &str)]) -> (u16, String) {
     let (url, body) = (url.to_owned(), body.to_owned());
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
     tokio::task::spawn_blocking(move || {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
             .new_agent();
-        let mut resp = agent
-            .post(&url)
-            .header("content-type", "application/json")
-            .send(body.as_bytes())
-            .expect("http post");
+        let mut request = agent.post(&url).header("content-type", "application/json");
+        for (k, v) in &headers {
+            request = request.header(k, v);
+        }
+        let mut resp = request.send(body.as_bytes()).expect("http post");
         let status = resp.status().as_u16();
         (status, resp.body_mut().read_to_string().unwrap_or_default())
     })
