@@ -47,6 +47,8 @@ use crate::storage_writer::DurableError;
 use crate::wire::{self, raw};
 use crate::SessionId;
 
+/// Longest single wait of the token-expiry timer, in seconds (it re-arms until `exp`).
+const EXPIRY_TIMER_S_MAX: u64 = 24 * 3600;
 /// A join retries this many times when the room it found stopped in between.
 const JOIN_ATTEMPTS_MAX: usize = 3;
 /// The prefix every channel topic carries.
@@ -857,9 +859,15 @@ impl UserSession {
         let Some(exp) = self.identity.exp_s else {
             return;
         };
-        let after = Duration::from_secs(exp.saturating_sub(now_s()));
-        self.expiry_timer = Some(ctx.run_later(after, move |act, _| {
+        // Capped: `exp` is whatever the token says, and a timer far in the future would
+        // overflow the clock; a capped timer that fires early just re-arms.
+        let after = Duration::from_secs(exp.saturating_sub(now_s()).min(EXPIRY_TIMER_S_MAX));
+        self.expiry_timer = Some(ctx.run_later(after, move |act, ctx| {
             act.expiry_timer = None;
+            if now_s() < exp {
+                act.schedule_expiry(ctx);
+                return;
+            }
             let message = format!(
                 "Token has expired {} seconds ago",
                 now_s().saturating_sub(exp)
