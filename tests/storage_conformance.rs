@@ -5,7 +5,10 @@
 mod pg;
 
 use locus_geo::{haversine_m, Point};
-use locus_storage::{AnyStore, Encoding, NearbyQuery, NewGeoMessage, NewPublication, Storage};
+use locus_storage::{
+    AnyStore, Encoding, JobCreated, JobStatus, JobStore, JobUpdate, NearbyQuery, NewGeoMessage,
+    NewJob, NewPublication, Storage,
+};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -31,6 +34,10 @@ async fn suite(store: AnyStore) {
     purge_removes_old_days_and_keeps_new(&store).await;
     geo_messages_are_idempotent(&store).await;
     nearby_matches_brute_force(&store).await;
+    jobs_are_idempotent_per_owner_and_key(&store).await;
+    job_updates_persist_and_terminal_jobs_are_final(&store).await;
+    jobs_list_newest_first_by_status(&store).await;
+    only_stalled_jobs_are_claimed_and_only_once(&store).await;
     store.ping().await.unwrap();
 }
 
@@ -264,6 +271,137 @@ async fn nearby_matches_brute_force(s: &AnyStore) {
     assert!(hits.len() <= 5 && !hits.is_empty());
     assert!(hits.iter().all(|h| h.message.created_at_ms >= now - 9));
     assert!(hits.windows(2).all(|w| w[0].distance_m <= w[1].distance_m));
+}
+
+fn new_job(id: &str, owner: &str, key: &str, hash: &str, created_at_ms: i64) -> NewJob {
+    NewJob {
+        id: id.into(),
+        owner: owner.into(),
+        kind: "image".into(),
+        input: r#"{"prompt":"a fox"}"#.into(),
+        requested_provider: None,
+        idempotency_key: key.into(),
+        request_hash: hash.into(),
+        cost_estimate: Some(3.0),
+        lease_until_ms: created_at_ms + 30_000,
+        created_at_ms,
+    }
+}
+
+fn update(id: &str, status: JobStatus, progress: f64, lease_until_ms: i64) -> JobUpdate {
+    JobUpdate {
+        id: id.into(),
+        status,
+        progress,
+        output: None,
+        error: None,
+        provider: Some("p1".into()),
+        provider_job_id: Some(format!("pred-{id}")),
+        attempts: r#"[{"provider":"p1","outcome":"accepted"}]"#.into(),
+        cost_actual: None,
+        lease_until_ms,
+        updated_at_ms: locus_storage::now_ms(),
+    }
+}
+
+/// One job per (owner, key): the same request gets the original, another request a conflict.
+async fn jobs_are_idempotent_per_owner_and_key(s: &AnyStore) {
+    let now = locus_storage::now_ms();
+    let created = match s.create_job(&new_job("j1", "alice", "k1", "h1", now)).await.unwrap() {
+        JobCreated::Created(j) => j,
+        other => panic!("expected a new job, got {other:?}"),
+    };
+    assert_eq!(created.status, JobStatus::Queued);
+    assert_eq!(created.cost_estimate, Some(3.0));
+    let input: serde_json::Value = serde_json::from_str(&created.input).unwrap();
+    assert_eq!(input, serde_json::json!({"prompt": "a fox"}));
+    let attempts: serde_json::Value = serde_json::from_str(&created.attempts).unwrap();
+    assert_eq!(attempts, serde_json::json!([]));
+    match s.create_job(&new_job("j2", "alice", "k1", "h1", now)).await.unwrap() {
+        JobCreated::Existing(j) => assert_eq!(j.id, "j1"),
+        other => panic!("expected the original job, got {other:?}"),
+    }
+    match s.create_job(&new_job("j3", "alice", "k1", "h2", now)).await.unwrap() {
+        JobCreated::Conflict(j) => assert_eq!(j.id, "j1"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    match s.create_job(&new_job("j4", "bob", "k1", "h2", now)).await.unwrap() {
+        JobCreated::Created(j) => assert_eq!(j.owner, "bob"),
+        other => panic!("keys are per owner, got {other:?}"),
+    }
+    assert!(s.get_job("j3").await.unwrap().is_none());
+}
+
+/// Updates are stored whole; once a job is terminal, later updates leave it alone.
+async fn job_updates_persist_and_terminal_jobs_are_final(s: &AnyStore) {
+    let now = locus_storage::now_ms();
+    let mut done = update("j1", JobStatus::Succeeded, 1.0, now);
+    done.output = Some(r#"["https://cdn.example/fox.png"]"#.into());
+    done.cost_actual = Some(2.5);
+    s.update_jobs(&[update("j1", JobStatus::Processing, 0.4, now), done])
+        .await
+        .unwrap();
+    let j = s.get_job("j1").await.unwrap().unwrap();
+    assert_eq!(j.status, JobStatus::Succeeded);
+    assert_eq!(j.progress, 1.0);
+    assert_eq!(j.cost_actual, Some(2.5));
+    assert_eq!(j.provider_job_id.as_deref(), Some("pred-j1"));
+    let out: serde_json::Value = serde_json::from_str(j.output.as_deref().unwrap()).unwrap();
+    assert_eq!(out, serde_json::json!(["https://cdn.example/fox.png"]));
+    s.update_jobs(&[update("j1", JobStatus::Failed, 0.0, now)])
+        .await
+        .unwrap();
+    let after = s.get_job("j1").await.unwrap().unwrap();
+    assert_eq!(after.status, JobStatus::Succeeded, "a terminal job is final");
+}
+
+/// A user's jobs come newest first, filtered by status, up to the limit.
+async fn jobs_list_newest_first_by_status(s: &AnyStore) {
+    let t = locus_storage::now_ms();
+    for i in 0..5 {
+        s.create_job(&new_job(&format!("c{i}"), "carol", &format!("ck{i}"), "h", t + i))
+            .await
+            .unwrap();
+    }
+    s.update_jobs(&[update("c1", JobStatus::Canceled, 0.0, t)])
+        .await
+        .unwrap();
+    let all = s.list_jobs("carol", None, 10).await.unwrap();
+    let ids: Vec<&str> = all.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(ids, vec!["c4", "c3", "c2", "c1", "c0"]);
+    let queued = s.list_jobs("carol", Some(JobStatus::Queued), 2).await.unwrap();
+    let ids: Vec<&str> = queued.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(ids, vec!["c4", "c3"]);
+    let canceled = s.list_jobs("carol", Some(JobStatus::Canceled), 10).await.unwrap();
+    assert_eq!(canceled.len(), 1);
+    assert!(s.list_jobs("nobody", None, 10).await.unwrap().is_empty());
+}
+
+/// A claim takes live jobs whose lease passed, once; renewed and terminal jobs stay put.
+async fn only_stalled_jobs_are_claimed_and_only_once(s: &AnyStore) {
+    let t = locus_storage::now_ms() + 1_000_000;
+    // Every carol job is live with a lease that passed by `t`, except c1 (canceled).
+    s.update_jobs(&[update("c2", JobStatus::Processing, 0.5, t + 60_000)])
+        .await
+        .unwrap();
+    let claimed = s.claim_stalled_jobs(t, t + 30_000, 100).await.unwrap();
+    let ids: Vec<&str> = claimed.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        vec!["j4", "c0", "c3", "c4"],
+        "oldest first; j1 and c1 are final, c2 is leased"
+    );
+    assert!(claimed.iter().all(|j| j.recoveries == 1 && j.lease_until_ms == t + 30_000));
+    assert!(s.claim_stalled_jobs(t, t + 30_000, 100).await.unwrap().is_empty());
+    s.renew_job_leases(&["j4".into(), "c0".into(), "c3".into()], t + 90_000)
+        .await
+        .unwrap();
+    let later = s.claim_stalled_jobs(t + 40_000, t + 70_000, 100).await.unwrap();
+    let ids: Vec<&str> = later.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(ids, vec!["c4"]);
+    assert_eq!(later[0].recoveries, 2);
+    let limited = s.claim_stalled_jobs(t + 100_000, t + 130_000, 1).await.unwrap();
+    assert_eq!(limited.len(), 1);
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@
 //! - this file: the [`Storage`] trait, its types, and [`AnyStore`] (the backend chosen by URL).
 //! - [`sqlite`], [`postgres`]: the backends; each applies its migrations (`migrations/<backend>/`)
 //!   when it connects.
+//! - [`jobs`]: AI job rows and the [`JobStore`] trait (implemented beside each backend).
 //! - [`error`]: [`StoreError`], split into transient (retry) and permanent failures.
 //!
 //! Guarantees every backend gives, checked by one conformance suite run against both:
@@ -16,6 +17,7 @@
 //!   (commit outcome unknown) safe.
 
 pub mod error;
+pub mod jobs;
 pub mod postgres;
 pub mod sqlite;
 pub mod time;
@@ -23,6 +25,7 @@ pub mod time;
 use std::future::Future;
 
 pub use error::StoreError;
+pub use jobs::{JobCreated, JobRecord, JobStatus, JobStore, JobUpdate, NewJob};
 
 /// How a payload's bytes are to be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -381,6 +384,42 @@ impl Storage for AnyStore {
 
     async fn nearby(&self, query: &NearbyQuery) -> Result<Vec<NearbyHit>, StoreError> {
         delegate!(self, s => s.nearby(query))
+    }
+}
+
+impl JobStore for AnyStore {
+    async fn create_job(&self, job: &NewJob) -> Result<JobCreated, StoreError> {
+        delegate!(self, s => s.create_job(job))
+    }
+
+    async fn get_job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
+        delegate!(self, s => s.get_job(id))
+    }
+
+    async fn list_jobs(
+        &self,
+        owner: &str,
+        status: Option<JobStatus>,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        delegate!(self, s => s.list_jobs(owner, status, limit))
+    }
+
+    async fn update_jobs(&self, batch: &[JobUpdate]) -> Result<(), StoreError> {
+        delegate!(self, s => s.update_jobs(batch))
+    }
+
+    async fn claim_stalled_jobs(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        delegate!(self, s => s.claim_stalled_jobs(now_ms, lease_until_ms, limit))
+    }
+
+    async fn renew_job_leases(&self, ids: &[String], lease_until_ms: i64) -> Result<(), StoreError> {
+        delegate!(self, s => s.renew_job_leases(ids, lease_until_ms))
     }
 }
 

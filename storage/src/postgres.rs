@@ -2,6 +2,8 @@
 //! per row), topics are locked in name order so concurrent writers cannot deadlock, and
 //! messages live in daily partitions that retention drops whole.
 
+mod jobs;
+
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -49,6 +51,13 @@ fn migrator() -> Migrator {
             Cow::Borrowed("geohash_collation"),
             MigrationType::Simple,
             include_str!("../../migrations/postgres/0003_geohash_collation.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            4,
+            Cow::Borrowed("jobs"),
+            MigrationType::Simple,
+            include_str!("../../migrations/postgres/0004_jobs.sql").into_sql_str(),
             false,
         ),
     ])

@@ -1,6 +1,8 @@
 //! The SQLite backend: the embedded default (`sqlite://data/locus.db`), one file, WAL journal,
 //! `synchronous = FULL` so a committed (acknowledged) batch survives a crash.
 
+mod jobs;
+
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -43,6 +45,13 @@ fn migrator() -> Migrator {
             Cow::Borrowed("geo"),
             MigrationType::Simple,
             include_str!("../../migrations/sqlite/0002_geo.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            3,
+            Cow::Borrowed("jobs"),
+            MigrationType::Simple,
+            include_str!("../../migrations/sqlite/0003_jobs.sql").into_sql_str(),
             false,
         ),
     ])
