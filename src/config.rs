@@ -23,6 +23,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub rate_limits: RateLimitConfig,
     pub sign_in: crate::sign_in::SignInConfig,
+    pub jobs: locus_actors::jobs::JobsConfig,
 }
 
 /// `[server]`: the listener and process.
@@ -101,6 +102,7 @@ impl Config {
         self.room.validate().map_err(invalid)?;
         self.storage.validate().map_err(invalid)?;
         self.geo.validate().map_err(invalid)?;
+        self.jobs.validate().map_err(invalid)?;
         if self.http.broadcast_messages_max == 0 {
             return Err(ConfigError::Invalid(
                 "http.broadcast_messages_max must be positive".into(),

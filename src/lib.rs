@@ -3,7 +3,7 @@
 //! # Layout
 //! - [`config`]: `config.toml` plus `LOCUS_*` environment overrides.
 //! - [`socket`]: the WebSocket endpoint and the per-connection writer task.
-//! - [`http`]: REST broadcast, health, metrics, and the HTTP error shape.
+//! - [`http`]: REST broadcast, jobs and webhooks, health, metrics, and the HTTP error shape.
 //! - [`telemetry`]: the Prometheus recorder and metric descriptions.
 //! - [`sign_in`]: wallet sign-in proofs and the tokens issued for them.
 //! - [`retention`]: the periodic removal of expired history.
@@ -29,4 +29,5 @@ pub struct AppState {
     pub config: Config,
     pub prometheus: metrics_exporter_prometheus::PrometheusHandle,
     pub sign_in: std::sync::Arc<sign_in::SignIn>,
+    pub jobs: locus_actors::jobs::Jobs,
 }

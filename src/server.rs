@@ -12,7 +12,7 @@ use locus_actors::engine::Security;
 use locus_actors::Engine;
 use locus_storage::AnyStore;
 
-use crate::http::{broadcast, error, health, history, metrics, nearby, sign_in};
+use crate::http::{broadcast, error, health, history, jobs, metrics, nearby, sign_in};
 use crate::{retention, socket, telemetry, AppState, Config};
 
 /// How often shutdown checks whether every session has gone.
@@ -50,6 +50,14 @@ pub async fn start(config: Config) -> io::Result<RunningServer> {
     )
     .with_security(Security::new(auth, config.rate_limits.clone()));
     retention::spawn(&engine);
+    let storage = engine.storage.as_ref().expect("the server always runs with storage");
+    let jobs = locus_actors::jobs::Jobs::start(
+        config.jobs.clone(),
+        storage.store.clone(),
+        engine.clone(),
+        config.storage.clone(),
+        storage.health.clone(),
+    );
     let timeout = Duration::from_millis(config.server.shutdown_timeout_ms);
     let workers = match config.server.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -63,11 +71,13 @@ pub async fn start(config: Config) -> io::Result<RunningServer> {
             config.sign_in.clone(),
             &config.auth.jwt_secret,
         )),
+        jobs,
     });
     let body_max = config.http.body_bytes_max;
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .app_data(web::PayloadConfig::new(body_max))
             .app_data(
                 web::JsonConfig::default()
                     .limit(body_max)
@@ -99,6 +109,14 @@ pub async fn start(config: Config) -> io::Result<RunningServer> {
             .route("/api/auth/telegram", web::post().to(sign_in::telegram))
             .route("/api/auth/ton/payload", web::get().to(sign_in::ton_payload))
             .route("/api/auth/ton", web::post().to(sign_in::ton))
+            .route("/api/jobs", web::post().to(jobs::create))
+            .route("/api/jobs", web::get().to(jobs::list))
+            .route("/api/jobs/{id}", web::get().to(jobs::get))
+            .route("/api/jobs/{id}/cancel", web::post().to(jobs::cancel))
+            .route(
+                "/api/webhooks/{provider}",
+                web::post().to(jobs::webhook),
+            )
             .route("/metrics", web::get().to(metrics::metrics))
     })
     .workers(workers)

@@ -330,6 +330,9 @@ async fn jobs_are_idempotent_per_owner_and_key(s: &AnyStore) {
         other => panic!("keys are per owner, got {other:?}"),
     }
     assert!(s.get_job("j3").await.unwrap().is_none());
+    let by_key = s.job_by_key("alice", "k1").await.unwrap().unwrap();
+    assert_eq!(by_key.id, "j1");
+    assert!(s.job_by_key("carol", "k1").await.unwrap().is_none());
 }
 
 /// Updates are stored whole; once a job is terminal, later updates leave it alone.

@@ -6,6 +6,7 @@
 //! - [`cell`]: the actor per active geohash cell; nearby members, geo messages, beacons.
 //! - [`batch_writer`]: the batching actor both storage writers are built on.
 //! - [`geo_writer`]: the storage actor batching geo messages.
+//! - [`jobs`]: AI generation jobs: an actor per live job, providers, breakers, webhooks.
 //! - [`nearby`]: the session's side of `realtime:nearby` (location, post, nearby presence).
 //! - [`auth`]: JWT verification, personal and private topics, topic policies.
 //! - [`rate_limit`]: per-connection and per-user token buckets, the flood rule.
@@ -28,6 +29,7 @@ pub mod config;
 pub mod engine;
 pub mod geo_writer;
 pub mod history;
+pub mod jobs;
 pub mod metrics;
 pub mod nearby;
 pub mod outbox;

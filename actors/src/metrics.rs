@@ -187,3 +187,59 @@ pub fn beacon(stage: &'static str) {
 pub fn beacons_out(n: u64) {
     counter!(BEACONS, "stage" => "out").increment(n);
 }
+
+pub const JOBS_CREATED: &str = "locus_jobs_created_total";
+pub const JOBS_FINISHED: &str = "locus_jobs_finished_total";
+pub const JOBS_LIVE: &str = "locus_jobs_live";
+pub const JOB_ATTEMPTS: &str = "locus_job_attempts_total";
+pub const JOB_WRITE_FAILURES: &str = "locus_job_write_failures_total";
+pub const PROVIDER_CALLS: &str = "locus_provider_calls_total";
+pub const BREAKER_STATE: &str = "locus_provider_breaker_state";
+pub const BREAKER_TRANSITIONS: &str = "locus_provider_breaker_transitions_total";
+pub const WEBHOOKS: &str = "locus_webhooks_total";
+
+cached!(jobs_live, Gauge, gauge!(JOBS_LIVE));
+
+/// Counts a job created, by kind.
+pub fn job_created(kind: &str) {
+    counter!(JOBS_CREATED, "kind" => kind.to_owned()).increment(1);
+}
+
+/// Counts a job reaching a terminal status (`succeeded`, `failed`, `canceled`).
+pub fn job_finished(status: &'static str) {
+    counter!(JOBS_FINISHED, "status" => status).increment(1);
+}
+
+/// Counts a provider attempt of a job by outcome (`accepted`, `failed`, `skipped`, `refused`,
+/// `cancel_failed`, `recovered`).
+pub fn job_attempt(provider: &str, outcome: &str) {
+    counter!(JOB_ATTEMPTS, "provider" => provider.to_owned(), "outcome" => outcome.to_owned())
+        .increment(1);
+}
+
+pub fn job_write_failed() {
+    counter!(JOB_WRITE_FAILURES).increment(1);
+}
+
+/// Counts one HTTP call to a provider (`op`: create, get, cancel) by outcome (`ok`, or the
+/// failure class: timeout, connect, server_error, rate_limited, refused, bad_response,
+/// circuit_open).
+pub fn provider_call(provider: &str, op: &'static str, outcome: &'static str) {
+    counter!(PROVIDER_CALLS, "provider" => provider.to_owned(), "op" => op, "outcome" => outcome)
+        .increment(1);
+}
+
+/// Sets a provider's breaker gauge: 0 closed, 1 half-open, 2 open.
+pub fn breaker_state(provider: &str, value: f64) {
+    gauge!(BREAKER_STATE, "provider" => provider.to_owned()).set(value);
+}
+
+pub fn breaker_transition(provider: &str, to: &'static str) {
+    counter!(BREAKER_TRANSITIONS, "provider" => provider.to_owned(), "to" => to).increment(1);
+}
+
+/// Counts a provider webhook by outcome (`applied`, `duplicate`, `unknown_prediction`, or why
+/// it was refused).
+pub fn webhook(provider: &str, outcome: &'static str) {
+    counter!(WEBHOOKS, "provider" => provider.to_owned(), "outcome" => outcome).increment(1);
+}

@@ -41,7 +41,7 @@ struct BroadcastMessage {
 
 /// The caller's identity from `Authorization: Bearer <jwt>` or the `apikey` header, with the
 /// same rules as a WebSocket connection.
-fn caller(req: &actix_web::HttpRequest, state: &AppState) -> Result<Identity, ApiError> {
+pub(crate) fn caller(req: &actix_web::HttpRequest, state: &AppState) -> Result<Identity, ApiError> {
     let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
     let token = header("authorization")
         .and_then(|v| v.strip_prefix("Bearer "))

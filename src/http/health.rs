@@ -41,6 +41,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         "storage": storage,
         "connections": state.engine.sessions.len(),
         "rooms": state.engine.rooms.len(),
+        "jobs": state.jobs.provider_health(),
     });
     if broker_ok {
         HttpResponse::Ok().json(body)

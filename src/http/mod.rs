@@ -1,9 +1,10 @@
-//! The HTTP API: REST broadcast, health, metrics, and the JSON error shape they share.
+//! The HTTP API: REST broadcast, jobs, health, metrics, and the JSON error shape they share.
 
 pub mod broadcast;
 pub mod error;
 pub mod health;
 pub mod history;
+pub mod jobs;
 pub mod metrics;
 pub mod nearby;
 pub mod sign_in;

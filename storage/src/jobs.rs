@@ -143,6 +143,13 @@ pub trait JobStore: Send + Sync + 'static {
     /// Creates `job` unless its `(owner, idempotency_key)` exists already.
     fn create_job(&self, job: &NewJob) -> impl Future<Output = Result<JobCreated, StoreError>> + Send;
 
+    /// The owner's job created with `idempotency_key`, if any.
+    fn job_by_key(
+        &self,
+        owner: &str,
+        idempotency_key: &str,
+    ) -> impl Future<Output = Result<Option<JobRecord>, StoreError>> + Send;
+
     fn get_job(&self, id: &str) -> impl Future<Output = Result<Option<JobRecord>, StoreError>> + Send;
 
     /// The owner's jobs, newest first, optionally of one status.

@@ -392,6 +392,14 @@ impl JobStore for AnyStore {
         delegate!(self, s => s.create_job(job))
     }
 
+    async fn job_by_key(
+        &self,
+        owner: &str,
+        idempotency_key: &str,
+    ) -> Result<Option<JobRecord>, StoreError> {
+        delegate!(self, s => s.job_by_key(owner, idempotency_key))
+    }
+
     async fn get_job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
         delegate!(self, s => s.get_job(id))
     }

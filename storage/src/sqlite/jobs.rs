@@ -38,16 +38,28 @@ impl JobStore for SqliteStore {
         if let Some(row) = inserted {
             return Ok(JobCreated::Created(job_from_row(&row)?));
         }
+        let stored = self
+            .job_by_key(&job.owner, &job.idempotency_key)
+            .await?
+            .ok_or_else(|| StoreError::Transient("job key vanished during create".into()))?;
+        Ok(existing_outcome(job, stored))
+    }
+
+    async fn job_by_key(
+        &self,
+        owner: &str,
+        idempotency_key: &str,
+    ) -> Result<Option<JobRecord>, StoreError> {
         let sql = format!(
             "SELECT {} FROM jobs WHERE owner = ?1 AND idempotency_key = ?2",
             job_columns(false)
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
-            .bind(&job.owner)
-            .bind(&job.idempotency_key)
-            .fetch_one(&self.pool)
+            .bind(owner)
+            .bind(idempotency_key)
+            .fetch_optional(&self.pool)
             .await?;
-        Ok(existing_outcome(job, job_from_row(&row)?))
+        row.as_ref().map(job_from_row).transpose()
     }
 
     async fn get_job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {

@@ -1,0 +1,51 @@
+//! The job writer: job state changes go to storage in batches (one transaction per batch) on
+//! the same batching actor as publications, and each change completes after its commit.
+
+use actix::prelude::*;
+use locus_storage::{AnyStore, JobStore, JobUpdate, StoreError};
+use tokio::sync::oneshot;
+
+use crate::batch_writer::{BatchSink, BatchWriter, Batchable};
+use crate::storage_writer::DurableError;
+
+/// Write one job's state; `done` completes after commit.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct JobWrite {
+    pub update: JobUpdate,
+    pub done: oneshot::Sender<Result<(), DurableError>>,
+}
+
+pub type JobWriter = BatchWriter<JobSink>;
+
+pub struct JobSink;
+
+impl Batchable for JobUpdate {
+    type Outcome = ();
+    async fn write(store: &AnyStore, batch: &[Self]) -> Result<Vec<()>, StoreError> {
+        store.update_jobs(batch).await?;
+        Ok(vec![(); batch.len()])
+    }
+}
+
+impl BatchSink for JobSink {
+    type Item = JobWrite;
+    type Record = JobUpdate;
+    type Ticket = oneshot::Sender<Result<(), DurableError>>;
+
+    fn split(w: JobWrite) -> (JobUpdate, Self::Ticket) {
+        (w.update, w.done)
+    }
+
+    fn complete(
+        &mut self,
+        _records: Vec<JobUpdate>,
+        tickets: Vec<Self::Ticket>,
+        result: Result<Vec<()>, StoreError>,
+    ) {
+        let outcome = result.map(|_| ()).map_err(|e| DurableError::from_store(&e));
+        for done in tickets {
+            let _ = done.send(outcome.clone());
+        }
+    }
+}
