@@ -50,7 +50,10 @@ pub async fn start(config: Config) -> io::Result<RunningServer> {
     )
     .with_security(Security::new(auth, config.rate_limits.clone()));
     retention::spawn(&engine);
-    let storage = engine.storage.as_ref().expect("the server always runs with storage");
+    let storage = engine
+        .storage
+        .as_ref()
+        .expect("the server always runs with storage");
     let jobs = locus_actors::jobs::Jobs::start(
         config.jobs.clone(),
         storage.store.clone(),
@@ -113,10 +116,7 @@ pub async fn start(config: Config) -> io::Result<RunningServer> {
             .route("/api/jobs", web::get().to(jobs::list))
             .route("/api/jobs/{id}", web::get().to(jobs::get))
             .route("/api/jobs/{id}/cancel", web::post().to(jobs::cancel))
-            .route(
-                "/api/webhooks/{provider}",
-                web::post().to(jobs::webhook),
-            )
+            .route("/api/webhooks/{provider}", web::post().to(jobs::webhook))
             .route("/metrics", web::get().to(metrics::metrics))
     })
     .workers(workers)

@@ -307,7 +307,11 @@ fn update(id: &str, status: JobStatus, progress: f64, lease_until_ms: i64) -> Jo
 /// One job per (owner, key): the same request gets the original, another request a conflict.
 async fn jobs_are_idempotent_per_owner_and_key(s: &AnyStore) {
     let now = locus_storage::now_ms();
-    let created = match s.create_job(&new_job("j1", "alice", "k1", "h1", now)).await.unwrap() {
+    let created = match s
+        .create_job(&new_job("j1", "alice", "k1", "h1", now))
+        .await
+        .unwrap()
+    {
         JobCreated::Created(j) => j,
         other => panic!("expected a new job, got {other:?}"),
     };
@@ -317,15 +321,27 @@ async fn jobs_are_idempotent_per_owner_and_key(s: &AnyStore) {
     assert_eq!(input, serde_json::json!({"prompt": "a fox"}));
     let attempts: serde_json::Value = serde_json::from_str(&created.attempts).unwrap();
     assert_eq!(attempts, serde_json::json!([]));
-    match s.create_job(&new_job("j2", "alice", "k1", "h1", now)).await.unwrap() {
+    match s
+        .create_job(&new_job("j2", "alice", "k1", "h1", now))
+        .await
+        .unwrap()
+    {
         JobCreated::Existing(j) => assert_eq!(j.id, "j1"),
         other => panic!("expected the original job, got {other:?}"),
     }
-    match s.create_job(&new_job("j3", "alice", "k1", "h2", now)).await.unwrap() {
+    match s
+        .create_job(&new_job("j3", "alice", "k1", "h2", now))
+        .await
+        .unwrap()
+    {
         JobCreated::Conflict(j) => assert_eq!(j.id, "j1"),
         other => panic!("expected a conflict, got {other:?}"),
     }
-    match s.create_job(&new_job("j4", "bob", "k1", "h2", now)).await.unwrap() {
+    match s
+        .create_job(&new_job("j4", "bob", "k1", "h2", now))
+        .await
+        .unwrap()
+    {
         JobCreated::Created(j) => assert_eq!(j.owner, "bob"),
         other => panic!("keys are per owner, got {other:?}"),
     }
@@ -355,16 +371,26 @@ async fn job_updates_persist_and_terminal_jobs_are_final(s: &AnyStore) {
         .await
         .unwrap();
     let after = s.get_job("j1").await.unwrap().unwrap();
-    assert_eq!(after.status, JobStatus::Succeeded, "a terminal job is final");
+    assert_eq!(
+        after.status,
+        JobStatus::Succeeded,
+        "a terminal job is final"
+    );
 }
 
 /// A user's jobs come newest first, filtered by status, up to the limit.
 async fn jobs_list_newest_first_by_status(s: &AnyStore) {
     let t = locus_storage::now_ms();
     for i in 0..5 {
-        s.create_job(&new_job(&format!("c{i}"), "carol", &format!("ck{i}"), "h", t + i))
-            .await
-            .unwrap();
+        s.create_job(&new_job(
+            &format!("c{i}"),
+            "carol",
+            &format!("ck{i}"),
+            "h",
+            t + i,
+        ))
+        .await
+        .unwrap();
     }
     s.update_jobs(&[update("c1", JobStatus::Canceled, 0.0, t)])
         .await
@@ -372,10 +398,16 @@ async fn jobs_list_newest_first_by_status(s: &AnyStore) {
     let all = s.list_jobs("carol", None, 10).await.unwrap();
     let ids: Vec<&str> = all.iter().map(|j| j.id.as_str()).collect();
     assert_eq!(ids, vec!["c4", "c3", "c2", "c1", "c0"]);
-    let queued = s.list_jobs("carol", Some(JobStatus::Queued), 2).await.unwrap();
+    let queued = s
+        .list_jobs("carol", Some(JobStatus::Queued), 2)
+        .await
+        .unwrap();
     let ids: Vec<&str> = queued.iter().map(|j| j.id.as_str()).collect();
     assert_eq!(ids, vec!["c4", "c3"]);
-    let canceled = s.list_jobs("carol", Some(JobStatus::Canceled), 10).await.unwrap();
+    let canceled = s
+        .list_jobs("carol", Some(JobStatus::Canceled), 10)
+        .await
+        .unwrap();
     assert_eq!(canceled.len(), 1);
     assert!(s.list_jobs("nobody", None, 10).await.unwrap().is_empty());
 }
@@ -394,16 +426,28 @@ async fn only_stalled_jobs_are_claimed_and_only_once(s: &AnyStore) {
         vec!["j4", "c0", "c3", "c4"],
         "oldest first; j1 and c1 are final, c2 is leased"
     );
-    assert!(claimed.iter().all(|j| j.recoveries == 1 && j.lease_until_ms == t + 30_000));
-    assert!(s.claim_stalled_jobs(t, t + 30_000, 100).await.unwrap().is_empty());
+    assert!(claimed
+        .iter()
+        .all(|j| j.recoveries == 1 && j.lease_until_ms == t + 30_000));
+    assert!(s
+        .claim_stalled_jobs(t, t + 30_000, 100)
+        .await
+        .unwrap()
+        .is_empty());
     s.renew_job_leases(&["j4".into(), "c0".into(), "c3".into()], t + 90_000)
         .await
         .unwrap();
-    let later = s.claim_stalled_jobs(t + 40_000, t + 70_000, 100).await.unwrap();
+    let later = s
+        .claim_stalled_jobs(t + 40_000, t + 70_000, 100)
+        .await
+        .unwrap();
     let ids: Vec<&str> = later.iter().map(|j| j.id.as_str()).collect();
     assert_eq!(ids, vec!["c4"]);
     assert_eq!(later[0].recoveries, 2);
-    let limited = s.claim_stalled_jobs(t + 100_000, t + 130_000, 1).await.unwrap();
+    let limited = s
+        .claim_stalled_jobs(t + 100_000, t + 130_000, 1)
+        .await
+        .unwrap();
     assert_eq!(limited.len(), 1);
 }
 

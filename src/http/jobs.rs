@@ -37,7 +37,9 @@ impl From<JobError> for ApiError {
             E::MalformedWebhook(_) => (StatusCode::BAD_REQUEST, "MalformedWebhook"),
             E::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "JobsUnavailable"),
             E::Store(_) => {
-                let JobError::Store(s) = e else { unreachable!() };
+                let JobError::Store(s) = e else {
+                    unreachable!()
+                };
                 return s.into();
             }
         };

@@ -141,7 +141,10 @@ pub struct JobUpdate {
 /// Durable AI jobs.
 pub trait JobStore: Send + Sync + 'static {
     /// Creates `job` unless its `(owner, idempotency_key)` exists already.
-    fn create_job(&self, job: &NewJob) -> impl Future<Output = Result<JobCreated, StoreError>> + Send;
+    fn create_job(
+        &self,
+        job: &NewJob,
+    ) -> impl Future<Output = Result<JobCreated, StoreError>> + Send;
 
     /// The owner's job created with `idempotency_key`, if any.
     fn job_by_key(
@@ -150,7 +153,10 @@ pub trait JobStore: Send + Sync + 'static {
         idempotency_key: &str,
     ) -> impl Future<Output = Result<Option<JobRecord>, StoreError>> + Send;
 
-    fn get_job(&self, id: &str) -> impl Future<Output = Result<Option<JobRecord>, StoreError>> + Send;
+    fn get_job(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<JobRecord>, StoreError>> + Send;
 
     /// The owner's jobs, newest first, optionally of one status.
     fn list_jobs(
@@ -162,7 +168,10 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Writes a batch of updates in one transaction, in order; updates of terminal jobs are
     /// ignored.
-    fn update_jobs(&self, batch: &[JobUpdate]) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn update_jobs(
+        &self,
+        batch: &[JobUpdate],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Takes up to `limit` live jobs whose lease passed before `now_ms`, oldest first: their
     /// lease moves to `lease_until_ms` and their `recoveries` count rises by one.

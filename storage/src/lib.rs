@@ -426,7 +426,11 @@ impl JobStore for AnyStore {
         delegate!(self, s => s.claim_stalled_jobs(now_ms, lease_until_ms, limit))
     }
 
-    async fn renew_job_leases(&self, ids: &[String], lease_until_ms: i64) -> Result<(), StoreError> {
+    async fn renew_job_leases(
+        &self,
+        ids: &[String],
+        lease_until_ms: i64,
+    ) -> Result<(), StoreError> {
         delegate!(self, s => s.renew_job_leases(ids, lease_until_ms))
     }
 }

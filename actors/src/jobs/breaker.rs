@@ -55,7 +55,12 @@ struct Inner {
 }
 
 impl Breaker {
-    pub fn new(provider: &str, failures_max: usize, window: Duration, cooldown: Duration) -> Breaker {
+    pub fn new(
+        provider: &str,
+        failures_max: usize,
+        window: Duration,
+        cooldown: Duration,
+    ) -> Breaker {
         m::breaker_state(provider, BreakerState::Closed.gauge());
         Breaker {
             provider: provider.to_owned(),

@@ -98,12 +98,18 @@ impl JobsConfig {
     pub fn validate(&self) -> Result<(), LimitsError> {
         let err = |s: String| Err(LimitsError(s));
         if self.lease_ms < 3 || self.poll_interval_ms == 0 || self.progress_interval_ms == 0 {
-            return err("jobs.lease_ms, poll_interval_ms and progress_interval_ms must be positive".into());
+            return err(
+                "jobs.lease_ms, poll_interval_ms and progress_interval_ms must be positive".into(),
+            );
         }
         for (kind, providers) in &self.routes {
             for p in providers {
                 match self.providers.get(p) {
-                    None => return err(format!("jobs.routes.{kind} names {p:?}, which is not in jobs.providers")),
+                    None => {
+                        return err(format!(
+                            "jobs.routes.{kind} names {p:?}, which is not in jobs.providers"
+                        ))
+                    }
                     Some(c) if !c.models.contains_key(kind) => {
                         return err(format!("jobs.providers.{p}.models has no model for {kind}"))
                     }
@@ -112,7 +118,9 @@ impl JobsConfig {
             }
         }
         if let Some((name, _)) = self.providers.iter().find(|(_, c)| c.concurrency == 0) {
-            return err(format!("jobs.providers.{name}.concurrency must be positive"));
+            return err(format!(
+                "jobs.providers.{name}.concurrency must be positive"
+            ));
         }
         Ok(())
     }

@@ -80,7 +80,12 @@ pub struct JobActor {
 }
 
 impl JobActor {
-    pub fn new(shared: Arc<JobShared>, adapters: Adapters, job: JobRecord, recovered: bool) -> Self {
+    pub fn new(
+        shared: Arc<JobShared>,
+        adapters: Adapters,
+        job: JobRecord,
+        recovered: bool,
+    ) -> Self {
         let attempts = serde_json::from_str::<Vec<Value>>(&job.attempts).unwrap_or_default();
         let age_ms = (now_ms() - job.created_at_ms).max(0) as u64;
         let left = Duration::from_millis(shared.config.job_timeout_ms.saturating_sub(age_ms));
@@ -112,7 +117,8 @@ impl JobActor {
     }
 
     fn record_attempt(&mut self, provider: &str, outcome: &str, extra: Value) {
-        let mut entry = json!({ "provider": provider, "outcome": outcome, "at": rfc3339_ms(now_ms()) });
+        let mut entry =
+            json!({ "provider": provider, "outcome": outcome, "at": rfc3339_ms(now_ms()) });
         if let (Some(obj), Value::Object(more)) = (entry.as_object_mut(), extra) {
             obj.extend(more);
         }
@@ -132,7 +138,11 @@ impl JobActor {
                     .last_error
                     .take()
                     .unwrap_or_else(|| "every provider for this kind is unavailable".into());
-                return self.finish(ctx, JobStatus::Failed, Some(format!("no provider could run the job: {reason}")));
+                return self.finish(
+                    ctx,
+                    JobStatus::Failed,
+                    Some(format!("no provider could run the job: {reason}")),
+                );
             };
             if p.breaker.state() == super::breaker::BreakerState::Open {
                 self.record_attempt(&p.name, "skipped", json!({ "error": "circuit open" }));
@@ -143,13 +153,15 @@ impl JobActor {
         };
         self.stage = Stage::Waiting;
         let permits = provider.permits.clone();
-        let handle = ctx.spawn(async move { permits.acquire_owned().await.ok() }.into_actor(self).map(
-            move |permit, act, ctx| {
-                act.waiting = None;
-                act.permit = permit;
-                act.create(ctx, provider);
-            },
-        ));
+        let handle = ctx.spawn(
+            async move { permits.acquire_owned().await.ok() }
+                .into_actor(self)
+                .map(move |permit, act, ctx| {
+                    act.waiting = None;
+                    act.permit = permit;
+                    act.create(ctx, provider);
+                }),
+        );
         self.waiting = Some(handle);
     }
 
@@ -160,16 +172,27 @@ impl JobActor {
         };
         self.stage = Stage::Creating;
         let request = CreateRequest {
-            model: provider.config.models.get(&self.job.kind).cloned().unwrap_or_default(),
+            model: provider
+                .config
+                .models
+                .get(&self.job.kind)
+                .cloned()
+                .unwrap_or_default(),
             input: serde_json::from_str(&self.job.input).unwrap_or(Value::Null),
             webhook: self.shared.webhook_url(&provider),
         };
         let policy = self.policy;
         let p = provider.clone();
         let call = async move {
-            with_retries(&p.name, "create", &p.breaker, policy, || adapter.create(request.clone())).await
+            with_retries(&p.name, "create", &p.breaker, policy, || {
+                adapter.create(request.clone())
+            })
+            .await
         };
-        ctx.spawn(call.into_actor(self).map(move |result, act, ctx| act.created(ctx, provider, result)));
+        ctx.spawn(
+            call.into_actor(self)
+                .map(move |result, act, ctx| act.created(ctx, provider, result)),
+        );
     }
 
     fn created(
@@ -181,7 +204,11 @@ impl JobActor {
         let name = provider.name.clone();
         match result {
             Ok((prediction, tries)) => {
-                self.record_attempt(&name, "accepted", json!({ "tries": tries, "prediction_id": prediction.id }));
+                self.record_attempt(
+                    &name,
+                    "accepted",
+                    json!({ "tries": tries, "prediction_id": prediction.id }),
+                );
                 self.job.provider = Some(name.clone());
                 self.job.provider_job_id = Some(prediction.id.clone());
                 self.shared
@@ -200,7 +227,11 @@ impl JobActor {
                     AttemptError::Exhausted { tries, .. } => ("failed", *tries),
                     AttemptError::Refused(_) => ("refused", 1),
                 };
-                self.record_attempt(&name, outcome, json!({ "error": e.to_string(), "tries": tries }));
+                self.record_attempt(
+                    &name,
+                    outcome,
+                    json!({ "error": e.to_string(), "tries": tries }),
+                );
                 if self.cancel_requested {
                     return self.finish(ctx, JobStatus::Canceled, None);
                 }
@@ -249,7 +280,9 @@ impl JobActor {
                 self.finish(ctx, status, None)
             }
             JobStatus::Failed => {
-                let reason = p.error.unwrap_or_else(|| "the provider reported a failure".into());
+                let reason = p
+                    .error
+                    .unwrap_or_else(|| "the provider reported a failure".into());
                 self.finish(ctx, status, Some(reason))
             }
             JobStatus::Canceled => self.finish(ctx, status, None),
@@ -271,7 +304,10 @@ impl JobActor {
             .and_then(|p| p.config.cost_estimate.get(&self.job.kind).copied())
             .or(self.job.cost_estimate)
             .unwrap_or(0.0);
-        match (provider.map(|p| p.config.cost_per_predict_s), predict_time_s) {
+        match (
+            provider.map(|p| p.config.cost_per_predict_s),
+            predict_time_s,
+        ) {
             (Some(rate), Some(t)) if rate > 0.0 => rate * t,
             _ => estimate,
         }
@@ -376,25 +412,41 @@ impl JobActor {
     }
 
     fn cancel_at_provider(&mut self, ctx: &mut Context<Self>) {
-        let (Some(name), Some(id)) = (self.job.provider.clone(), self.job.provider_job_id.clone()) else {
+        let (Some(name), Some(id)) = (self.job.provider.clone(), self.job.provider_job_id.clone())
+        else {
             return self.finish(ctx, JobStatus::Canceled, None);
         };
-        let (Some(adapter), Some(info)) = (self.adapter(&name), self.shared.providers.get(&name).cloned()) else {
+        let (Some(adapter), Some(info)) = (
+            self.adapter(&name),
+            self.shared.providers.get(&name).cloned(),
+        ) else {
             return self.finish(ctx, JobStatus::Canceled, None);
         };
         let policy = self.policy;
         let call = async move {
-            with_retries(&name, "cancel", &info.breaker, policy, || adapter.cancel(&id)).await
+            with_retries(&name, "cancel", &info.breaker, policy, || {
+                adapter.cancel(&id)
+            })
+            .await
         };
         ctx.spawn(call.into_actor(self).map(|result, act, ctx| match result {
             // Finished before the cancel reached it: the provider's outcome stands.
-            Ok((p, _)) if matches!(p.status, PredictionStatus::Succeeded | PredictionStatus::Failed) => {
+            Ok((p, _))
+                if matches!(
+                    p.status,
+                    PredictionStatus::Succeeded | PredictionStatus::Failed
+                ) =>
+            {
                 act.apply(ctx, p)
             }
             Ok(_) => act.finish(ctx, JobStatus::Canceled, None),
             Err(e) => {
                 let provider = act.job.provider.clone().unwrap_or_default();
-                act.record_attempt(&provider, "cancel_failed", json!({ "error": e.to_string() }));
+                act.record_attempt(
+                    &provider,
+                    "cancel_failed",
+                    json!({ "error": e.to_string() }),
+                );
                 act.finish(ctx, JobStatus::Canceled, None)
             }
         }));
@@ -410,9 +462,18 @@ impl JobActor {
                 self.cancel_quietly(ctx);
             }
             let after_s = self.shared.config.job_timeout_ms / 1000;
-            return self.finish(ctx, JobStatus::Failed, Some(format!("timed out after {after_s} s")));
+            return self.finish(
+                ctx,
+                JobStatus::Failed,
+                Some(format!("timed out after {after_s} s")),
+            );
         }
-        let quiet_for = if self.job.provider.as_deref().is_some_and(|n| self.shared.webhooks_on(n)) {
+        let quiet_for = if self
+            .job
+            .provider
+            .as_deref()
+            .is_some_and(|n| self.shared.webhooks_on(n))
+        {
             Duration::from_millis(self.shared.config.webhook_grace_ms)
         } else {
             Duration::ZERO
@@ -423,22 +484,34 @@ impl JobActor {
     }
 
     fn poll(&mut self, ctx: &mut Context<Self>) {
-        let (Some(name), Some(id)) = (self.job.provider.clone(), self.job.provider_job_id.clone()) else {
+        let (Some(name), Some(id)) = (self.job.provider.clone(), self.job.provider_job_id.clone())
+        else {
             return;
         };
-        let (Some(adapter), Some(info)) = (self.adapter(&name), self.shared.providers.get(&name).cloned()) else {
-            return self.finish(ctx, JobStatus::Failed, Some(format!("provider {name} is no longer configured")));
+        let (Some(adapter), Some(info)) = (
+            self.adapter(&name),
+            self.shared.providers.get(&name).cloned(),
+        ) else {
+            return self.finish(
+                ctx,
+                JobStatus::Failed,
+                Some(format!("provider {name} is no longer configured")),
+            );
         };
         self.polling = true;
         let policy = self.policy;
-        let call = async move { with_retries(&name, "get", &info.breaker, policy, || adapter.get(&id)).await };
+        let call = async move {
+            with_retries(&name, "get", &info.breaker, policy, || adapter.get(&id)).await
+        };
         ctx.spawn(call.into_actor(self).map(|result, act, ctx| {
             act.polling = false;
             match result {
                 Ok((p, _)) => act.apply(ctx, p),
-                Err(AttemptError::Refused(e)) => {
-                    act.finish(ctx, JobStatus::Failed, Some(format!("the provider lost the prediction: {e}")))
-                }
+                Err(AttemptError::Refused(e)) => act.finish(
+                    ctx,
+                    JobStatus::Failed,
+                    Some(format!("the provider lost the prediction: {e}")),
+                ),
                 // Down or unreachable for now: the next tick asks again (the deadline bounds it).
                 Err(_) => {}
             }
@@ -447,7 +520,8 @@ impl JobActor {
 
     /// Best-effort cancel at the provider of a job that is failing anyway.
     fn cancel_quietly(&mut self, ctx: &mut Context<Self>) {
-        let (Some(name), Some(id)) = (self.job.provider.clone(), self.job.provider_job_id.clone()) else {
+        let (Some(name), Some(id)) = (self.job.provider.clone(), self.job.provider_job_id.clone())
+        else {
             return;
         };
         if let Some(adapter) = self.adapter(&name) {
@@ -463,19 +537,32 @@ impl JobActor {
     /// A job picked up after a stall: continue where its record says it was.
     fn resume(&mut self, ctx: &mut Context<Self>) {
         let provider = self.job.provider.clone();
-        self.record_attempt(provider.as_deref().unwrap_or(""), "recovered", json!({ "recoveries": self.job.recoveries }));
+        self.record_attempt(
+            provider.as_deref().unwrap_or(""),
+            "recovered",
+            json!({ "recoveries": self.job.recoveries }),
+        );
         if self.job.recoveries > self.shared.config.recoveries_max {
-            let reason = format!("job stalled more than allowable limit ({} recoveries)", self.shared.config.recoveries_max);
+            let reason = format!(
+                "job stalled more than allowable limit ({} recoveries)",
+                self.shared.config.recoveries_max
+            );
             return self.finish(ctx, JobStatus::Failed, Some(reason));
         }
         match (provider, self.job.provider_job_id.clone()) {
             (Some(name), Some(id)) => {
                 let Some(info) = self.shared.providers.get(&name).cloned() else {
-                    return self.finish(ctx, JobStatus::Failed, Some(format!("provider {name} is no longer configured")));
+                    return self.finish(
+                        ctx,
+                        JobStatus::Failed,
+                        Some(format!("provider {name} is no longer configured")),
+                    );
                 };
                 // A slot if one is free: the prediction runs at the provider either way.
                 self.permit = info.permits.clone().try_acquire_owned().ok();
-                self.shared.predictions.insert((name, id), self.job.id.clone());
+                self.shared
+                    .predictions
+                    .insert((name, id), self.job.id.clone());
                 self.stage = Stage::Running;
                 self.commit(ctx, false);
                 self.poll(ctx);

@@ -115,7 +115,10 @@ impl ProviderError {
 /// A generation backend. Adapters hold a per-thread HTTP client, so calls are `!Send` and run
 /// on the job actors' arbiter.
 pub trait Provider {
-    fn create(&self, request: CreateRequest) -> LocalBoxFuture<'_, Result<Prediction, ProviderError>>;
+    fn create(
+        &self,
+        request: CreateRequest,
+    ) -> LocalBoxFuture<'_, Result<Prediction, ProviderError>>;
     fn get(&self, id: &str) -> LocalBoxFuture<'_, Result<Prediction, ProviderError>>;
     fn cancel(&self, id: &str) -> LocalBoxFuture<'_, Result<Prediction, ProviderError>>;
 }

@@ -37,7 +37,12 @@ impl ReplicateProvider {
         }
     }
 
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Prediction, ProviderError> {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Prediction, ProviderError> {
         let url = format!("{}{path}", self.base_url);
         let request = match method {
             "GET" => self.client.get(&url),
@@ -88,13 +93,17 @@ impl ReplicateProvider {
 }
 
 impl Provider for ReplicateProvider {
-    fn create(&self, request: CreateRequest) -> LocalBoxFuture<'_, Result<Prediction, ProviderError>> {
+    fn create(
+        &self,
+        request: CreateRequest,
+    ) -> LocalBoxFuture<'_, Result<Prediction, ProviderError>> {
         let mut body = json!({ "version": request.model, "input": request.input });
         if let Some(url) = request.webhook {
             body["webhook"] = Value::String(url);
             body["webhook_events_filter"] = json!(["start", "output", "logs", "completed"]);
         }
-        self.call("POST", "/v1/predictions", Some(body)).boxed_local()
+        self.call("POST", "/v1/predictions", Some(body))
+            .boxed_local()
     }
 
     fn get(&self, id: &str) -> LocalBoxFuture<'_, Result<Prediction, ProviderError>> {
@@ -160,7 +169,12 @@ fn error_message(body: &[u8]) -> String {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     let text = parsed
         .as_ref()
-        .and_then(|v| v["detail"].as_str().or(v["title"].as_str()).or(v["error"].as_str()))
+        .and_then(|v| {
+            v["detail"]
+                .as_str()
+                .or(v["title"].as_str())
+                .or(v["error"].as_str())
+        })
         .map(str::to_owned)
         .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
     truncate(&text)
@@ -208,7 +222,9 @@ mod tests {
         assert!(p.output.is_some());
         assert!(parse_prediction(&json!({"id": "x", "status": "exploded"})).is_err());
         assert_eq!(
-            parse_prediction(&json!({"id": "x", "status": "aborted"})).unwrap().status,
+            parse_prediction(&json!({"id": "x", "status": "aborted"}))
+                .unwrap()
+                .status,
             PredictionStatus::Canceled
         );
     }

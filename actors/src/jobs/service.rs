@@ -9,7 +9,9 @@ use actix::prelude::*;
 use dashmap::DashMap;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use locus_storage::{now_ms, AnyStore, JobCreated, JobRecord, JobStatus, JobStore, JobUpdate, NewJob, StoreError};
+use locus_storage::{
+    now_ms, AnyStore, JobCreated, JobRecord, JobStatus, JobStore, JobUpdate, NewJob, StoreError,
+};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::sync::{oneshot, Semaphore};
@@ -99,13 +101,23 @@ pub struct JobShared {
 
 impl JobShared {
     /// The providers to try for `kind`, in order: the requested one alone, or the kind's route.
-    pub fn route(&self, kind: &str, requested: Option<&str>) -> Result<Vec<Arc<ProviderInfo>>, JobError> {
+    pub fn route(
+        &self,
+        kind: &str,
+        requested: Option<&str>,
+    ) -> Result<Vec<Arc<ProviderInfo>>, JobError> {
         let Some(route) = self.config.routes.get(kind) else {
             let kinds: Vec<&str> = self.config.routes.keys().map(String::as_str).collect();
             return Err(JobError::UnknownKind(kind.into(), kinds.join(", ")));
         };
         let names: Vec<&str> = match requested {
-            Some(p) if self.config.providers.get(p).is_some_and(|c| c.models.contains_key(kind)) => {
+            Some(p)
+                if self
+                    .config
+                    .providers
+                    .get(p)
+                    .is_some_and(|c| c.models.contains_key(kind)) =>
+            {
                 vec![p]
             }
             Some(p) => return Err(JobError::UnknownProvider(p.into(), kind.into())),
@@ -124,26 +136,47 @@ impl JobShared {
                 let tokens: Vec<String> = names
                     .iter()
                     .map(|n| {
-                        let env = self.config.providers.get(*n).map_or("", |c| c.token_env.as_str());
-                        format!("{n} (token from {})", if env.is_empty() { "jobs.providers" } else { env })
+                        let env = self
+                            .config
+                            .providers
+                            .get(*n)
+                            .map_or("", |c| c.token_env.as_str());
+                        format!(
+                            "{n} (token from {})",
+                            if env.is_empty() {
+                                "jobs.providers"
+                            } else {
+                                env
+                            }
+                        )
                     })
                     .collect();
                 format!("set a token for {}", tokens.join(" or "))
             };
-            return Err(JobError::NoProvider { kind: kind.into(), hint });
+            return Err(JobError::NoProvider {
+                kind: kind.into(),
+                hint,
+            });
         }
         Ok(on)
     }
 
     pub fn webhooks_on(&self, provider: &str) -> bool {
         !self.config.public_url.is_empty()
-            && self.providers.get(provider).is_some_and(|p| p.webhook_secret.is_some())
+            && self
+                .providers
+                .get(provider)
+                .is_some_and(|p| p.webhook_secret.is_some())
     }
 
     /// The webhook URL to give `provider`, when webhooks are on.
     pub fn webhook_url(&self, provider: &ProviderInfo) -> Option<String> {
         self.webhooks_on(&provider.name).then(|| {
-            format!("{}/api/webhooks/{}", self.config.public_url.trim_end_matches('/'), provider.name)
+            format!(
+                "{}/api/webhooks/{}",
+                self.config.public_url.trim_end_matches('/'),
+                provider.name
+            )
         })
     }
 
@@ -161,8 +194,15 @@ impl JobShared {
         };
         let result = match self.engine.durable(&topic) {
             // Stored first, delivered with its offset once committed.
-            Some(storage) => storage.append(publication, None, None).map(|_| ()).map_err(|e| e.to_string()),
-            None => self.engine.broker.publish(publication).map_err(|e| e.to_string()),
+            Some(storage) => storage
+                .append(publication, None, None)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            None => self
+                .engine
+                .broker
+                .publish(publication)
+                .map_err(|e| e.to_string()),
         };
         if let Err(e) = result {
             tracing::warn!(job = %job.id, error = %e, "job event not delivered");
@@ -298,7 +338,12 @@ impl Jobs {
     }
 
     /// Creates a job, or returns the one created before with the same key and request.
-    pub async fn create(&self, owner: &str, key: Option<&str>, body: &Value) -> Result<Created, JobError> {
+    pub async fn create(
+        &self,
+        owner: &str,
+        key: Option<&str>,
+        body: &Value,
+    ) -> Result<Created, JobError> {
         let key = key
             .filter(|k| !k.is_empty() && k.len() <= IDEMPOTENCY_KEY_BYTES_MAX)
             .ok_or(JobError::IdempotencyKeyRequired)?;
@@ -312,7 +357,10 @@ impl Jobs {
         let _guard = CreatingGuard(shared, slot);
         if let Some(existing) = shared.store.job_by_key(owner, key).await? {
             return if existing.request_hash == hash {
-                Ok(Created { job: existing, new: false })
+                Ok(Created {
+                    job: existing,
+                    new: false,
+                })
             } else {
                 Err(JobError::IdempotencyKeyReused)
             };
@@ -380,7 +428,12 @@ impl Jobs {
         }
     }
 
-    pub async fn list(&self, owner: &str, status: Option<JobStatus>, limit: usize) -> Result<Vec<JobRecord>, JobError> {
+    pub async fn list(
+        &self,
+        owner: &str,
+        status: Option<JobStatus>,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, JobError> {
         let limit = limit.clamp(1, self.shared.config.list_limit_max);
         Ok(self.shared.store.list_jobs(owner, status, limit).await?)
     }
@@ -396,7 +449,9 @@ impl Jobs {
         if let Some(actor) = actor {
             let (done, finished) = oneshot::channel();
             if actor.send(CancelJob { done }).await.is_ok() {
-                if let Ok(Ok(job)) = tokio::time::timeout(Duration::from_millis(CANCEL_WAIT_MS), finished).await {
+                if let Ok(Ok(job)) =
+                    tokio::time::timeout(Duration::from_millis(CANCEL_WAIT_MS), finished).await
+                {
                     return Ok(job);
                 }
             }
@@ -428,15 +483,29 @@ impl Jobs {
     }
 
     /// A provider webhook: verified, deduplicated by `webhook-id`, then handed to the job.
-    pub fn webhook(&self, provider: &str, headers: &WebhookHeaders<'_>, body: &[u8]) -> Result<WebhookOutcome, JobError> {
+    pub fn webhook(
+        &self,
+        provider: &str,
+        headers: &WebhookHeaders<'_>,
+        body: &[u8],
+    ) -> Result<WebhookOutcome, JobError> {
         let label = |outcome: &'static str| m::webhook(provider, outcome);
         let Some(info) = self.shared.providers.get(provider) else {
             label("unknown_provider");
             return Err(JobError::UnknownWebhookProvider);
         };
-        let secret = info.webhook_secret.as_deref().ok_or(WebhookError::NotConfigured);
+        let secret = info
+            .webhook_secret
+            .as_deref()
+            .ok_or(WebhookError::NotConfigured);
         let verified = secret.and_then(|s| {
-            verify(s, headers, body, crate::auth::now_s(), self.shared.config.webhook_tolerance_s)
+            verify(
+                s,
+                headers,
+                body,
+                crate::auth::now_s(),
+                self.shared.config.webhook_tolerance_s,
+            )
         });
         if let Err(e) = verified {
             label(e.label());
@@ -447,8 +516,10 @@ impl Jobs {
             label("duplicate");
             return Ok(WebhookOutcome::Duplicate);
         }
-        let value: Value = serde_json::from_slice(body).map_err(|e| JobError::MalformedWebhook(e.to_string()))?;
-        let prediction = parse_prediction(&value).map_err(|e| JobError::MalformedWebhook(e.to_string()))?;
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| JobError::MalformedWebhook(e.to_string()))?;
+        let prediction =
+            parse_prediction(&value).map_err(|e| JobError::MalformedWebhook(e.to_string()))?;
         let job_id = self
             .shared
             .predictions
@@ -505,9 +576,16 @@ struct JobRequest {
 impl JobRequest {
     fn parse(body: &Value) -> Result<JobRequest, JobError> {
         let invalid = |m: &str| JobError::InvalidRequest(m.into());
-        let obj = body.as_object().ok_or_else(|| invalid("the body must be a JSON object"))?;
-        if let Some(extra) = obj.keys().find(|k| !matches!(k.as_str(), "kind" | "provider" | "input")) {
-            return Err(invalid(&format!("unknown field {extra:?}; fields: kind, provider, input")));
+        let obj = body
+            .as_object()
+            .ok_or_else(|| invalid("the body must be a JSON object"))?;
+        if let Some(extra) = obj
+            .keys()
+            .find(|k| !matches!(k.as_str(), "kind" | "provider" | "input"))
+        {
+            return Err(invalid(&format!(
+                "unknown field {extra:?}; fields: kind, provider, input"
+            )));
         }
         let kind = obj
             .get("kind")
@@ -518,11 +596,18 @@ impl JobRequest {
             Some(Value::String(p)) => Some(p.clone()),
             Some(_) => return Err(invalid("provider must be a string")),
         };
-        let input = obj.get("input").cloned().unwrap_or(Value::Object(Default::default()));
+        let input = obj
+            .get("input")
+            .cloned()
+            .unwrap_or(Value::Object(Default::default()));
         if !input.is_object() {
             return Err(invalid("input must be a JSON object"));
         }
-        Ok(JobRequest { kind: kind.to_owned(), provider, input })
+        Ok(JobRequest {
+            kind: kind.to_owned(),
+            provider,
+            input,
+        })
     }
 }
 

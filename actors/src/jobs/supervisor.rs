@@ -62,7 +62,8 @@ impl JobSupervisor {
             self.shared.adopt(&job.owner);
         }
         let id = job.id.clone();
-        let actor = JobActor::new(self.shared.clone(), self.adapters.clone(), job, recovered).start();
+        let actor =
+            JobActor::new(self.shared.clone(), self.adapters.clone(), job, recovered).start();
         self.shared.live.insert(id, actor);
         m::jobs_live().increment(1.0);
     }

@@ -156,7 +156,10 @@ mod tests {
         let now = 1_614_265_330;
         assert_eq!(verify(SECRET, &headers(SIG, TS), BODY, now, 300), Ok(()));
         let several = format!("v1,bm90IGl0 {SIG}");
-        assert_eq!(verify(SECRET, &headers(&several, TS), BODY, now, 300), Ok(()));
+        assert_eq!(
+            verify(SECRET, &headers(&several, TS), BODY, now, 300),
+            Ok(())
+        );
     }
 
     #[test]
@@ -167,7 +170,13 @@ mod tests {
             Err(WebhookError::BadSignature)
         );
         assert_eq!(
-            verify("whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", &headers(SIG, TS), BODY, now, 300),
+            verify(
+                "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+                &headers(SIG, TS),
+                BODY,
+                now,
+                300
+            ),
             Err(WebhookError::BadSignature)
         );
         assert_eq!(

@@ -60,7 +60,10 @@ impl JobStore for PgStore {
 
     async fn get_job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
         let sql = format!("SELECT {} FROM jobs WHERE id = $1", job_columns(true));
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(job_from_row).transpose()
     }
 
@@ -130,12 +133,19 @@ impl JobStore for PgStore {
             .bind(limit as i64)
             .fetch_all(&self.pool)
             .await?;
-        let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>, _>>()?;
+        let mut jobs = rows
+            .iter()
+            .map(job_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
         jobs.sort_by_key(|j| j.created_at_ms);
         Ok(jobs)
     }
 
-    async fn renew_job_leases(&self, ids: &[String], lease_until_ms: i64) -> Result<(), StoreError> {
+    async fn renew_job_leases(
+        &self,
+        ids: &[String],
+        lease_until_ms: i64,
+    ) -> Result<(), StoreError> {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE jobs SET lease_until_ms = $1 WHERE status IN {LIVE_STATUSES_SQL} \
              AND id = ANY($2)"
