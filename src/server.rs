@@ -31,6 +31,7 @@ pub struct RunningServer {
 pub struct ServerControl {
     handle: ServerHandle,
     engine: Engine,
+    jobs: locus_actors::jobs::Jobs,
     timeout: Duration,
 }
 
@@ -74,7 +75,7 @@ pub async fn start(config: Config) -> io::Result<RunningServer> {
             config.sign_in.clone(),
             &config.auth.jwt_secret,
         )),
-        jobs,
+        jobs: jobs.clone(),
     });
     let body_max = config.http.body_bytes_max;
     let server = HttpServer::new(move || {
@@ -134,6 +135,7 @@ pub async fn start(config: Config) -> io::Result<RunningServer> {
     let control = ServerControl {
         handle: server.handle(),
         engine,
+        jobs,
         timeout,
     };
     tracing::info!(%addr, "locus listening");
@@ -171,6 +173,7 @@ impl ServerControl {
             rooms = self.engine.rooms.len(),
             "sessions closed; stopping"
         );
+        self.jobs.shutdown().await;
         self.handle.stop(true).await;
     }
 }

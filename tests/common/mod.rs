@@ -2,6 +2,9 @@
 //! real protocol over loopback WebSockets (both versions) and HTTP.
 #![allow(dead_code)]
 
+pub mod fake_provider;
+pub mod jobs_kit;
+
 use serde_json::Value as JsonValue;
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -41,6 +41,12 @@ pub struct CancelJob {
     pub done: oneshot::Sender<JobRecord>,
 }
 
+/// Stop following the job on this instance (shutdown). The job stays live in storage; its
+/// lease lapses and the next instance resumes it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopJob;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     /// Waiting for a provider slot (`queued`).
@@ -626,5 +632,13 @@ impl Handler<CancelJob> for JobActor {
             Stage::Running => self.cancel_at_provider(ctx),
             Stage::Finished => {}
         }
+    }
+}
+
+impl Handler<StopJob> for JobActor {
+    type Result = ();
+
+    fn handle(&mut self, _: StopJob, ctx: &mut Self::Context) {
+        ctx.stop();
     }
 }

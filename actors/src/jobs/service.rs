@@ -20,7 +20,7 @@ use super::breaker::{Breaker, BreakerState};
 use super::config::{JobsConfig, ProviderConfig};
 use super::job_actor::{CancelJob, JobActor, ProviderUpdate};
 use super::replicate::parse_prediction;
-use super::supervisor::{JobSupervisor, Launch};
+use super::supervisor::{JobSupervisor, Launch, Shutdown};
 use super::view::event_json;
 use super::webhook::{verify, SeenWebhooks, WebhookError, WebhookHeaders};
 use super::writer::{JobSink, JobWriter};
@@ -32,6 +32,8 @@ use crate::Engine;
 
 /// Longest `Idempotency-Key`, in bytes.
 pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 255;
+/// How long shutdown waits for the job actors to stop.
+const SHUTDOWN_WAIT_MS: u64 = 1_000;
 /// How long a cancel waits for the job's actor to finish it.
 const CANCEL_WAIT_MS: u64 = 30_000;
 
@@ -331,6 +333,16 @@ impl Jobs {
         });
         let supervisor = JobSupervisor::new(shared.clone()).start();
         Jobs { shared, supervisor }
+    }
+
+    /// Stops the job actors and the supervisor of this instance (server shutdown). Live jobs
+    /// stay live in storage and resume on the next instance once their leases pass.
+    pub async fn shutdown(&self) {
+        let _ = self.supervisor.send(Shutdown).await;
+        let deadline = std::time::Instant::now() + Duration::from_millis(SHUTDOWN_WAIT_MS);
+        while !self.shared.live.is_empty() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     pub fn config(&self) -> &JobsConfig {

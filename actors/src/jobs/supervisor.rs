@@ -10,7 +10,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use locus_storage::{now_ms, JobRecord, JobStore};
 
-use super::job_actor::{Adapters, JobActor};
+use super::job_actor::{Adapters, JobActor, StopJob};
 use super::provider::Provider;
 use super::replicate::ReplicateProvider;
 use super::service::JobShared;
@@ -23,6 +23,11 @@ const CLAIM_BATCH_MAX: usize = 100;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Launch(pub JobRecord);
+
+/// Stop every job actor of this instance, then the supervisor (server shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
 
 pub struct JobSupervisor {
     shared: Arc<JobShared>,
@@ -123,5 +128,19 @@ impl Handler<Launch> for JobSupervisor {
 
     fn handle(&mut self, Launch(job): Launch, _ctx: &mut Self::Context) {
         self.launch(job, false);
+    }
+}
+
+impl Handler<Shutdown> for JobSupervisor {
+    type Result = ();
+
+    /// Stopping here, inside the runtime, drops the claims and provider calls in flight while
+    /// their database connections can still be returned to the pool; dropped later, when the
+    /// runtime itself is torn down, sqlx panics for want of a Tokio context.
+    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
+        for job in self.shared.live.iter() {
+            job.value().do_send(StopJob);
+        }
+        ctx.stop();
     }
 }
