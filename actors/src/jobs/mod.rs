@@ -13,7 +13,7 @@
 //! - [`webhook`]: Standard Webhooks verification and deduplication.
 //! - [`writer`]: the batched writer of job state.
 //! - [`view`]: the JSON shapes of a job (API object, `job` event).
-//! - [`config`]: `[jobs]`.
+//! - [`config`]: the `jobs` section of the configuration.
 
 pub mod attempt;
 pub mod breaker;

@@ -100,7 +100,14 @@ pub fn verify(
 pub struct SeenWebhooks {
     ttl: Duration,
     max: usize,
-    inner: Mutex<(HashSet<String>, VecDeque<(Instant, String)>)>,
+    inner: Mutex<Seen>,
+}
+
+#[derive(Default)]
+struct Seen {
+    ids: HashSet<String>,
+    /// The same ids, oldest first, with when each was seen.
+    order: VecDeque<(Instant, String)>,
 }
 
 impl SeenWebhooks {
@@ -108,14 +115,14 @@ impl SeenWebhooks {
         SeenWebhooks {
             ttl,
             max: max.max(1),
-            inner: Mutex::new((HashSet::new(), VecDeque::new())),
+            inner: Mutex::new(Seen::default()),
         }
     }
 
     /// True the first time `id` is seen (within the ttl).
     pub fn first_time(&self, id: &str) -> bool {
         let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let (set, order) = &mut *guard;
+        let Seen { ids: set, order } = &mut *guard;
         let now = Instant::now();
         while let Some((at, old)) = order.front() {
             if now.duration_since(*at) <= self.ttl && order.len() < self.max {
