@@ -5,9 +5,9 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::process::{free_port, wait_healthy, LocusProcess};
 use common::{full_history, http_get, Client, Vsn};
 use serde_json::json;
 
@@ -17,34 +17,15 @@ const WINDOW: usize = 64;
 /// Acknowledgements to collect before the kill.
 const ACKS_BEFORE_KILL: usize = 3_000;
 
-fn spawn_server(port: u16, db_url: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_locus"))
-        .env("LOCUS_SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .env("LOCUS_STORAGE__URL", db_url)
-        // A durable writer test: one connection publishes far past the default rate limits.
-        .env("LOCUS_RATE_LIMITS__MESSAGES_PER_S", "0")
-        .env("LOCUS_RATE_LIMITS__USER_MESSAGES_PER_S", "0")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("locus starts")
-}
-
-async fn wait_healthy(base: &str) {
-    for _ in 0..200 {
-        let ok = tokio::task::spawn_blocking({
-            let url = format!("{base}/api/health");
-            move || ureq::get(&url).call().is_ok()
-        })
-        .await
-        .unwrap();
-        if ok {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("server at {base} never became healthy");
+fn spawn_server(port: u16, db_url: &str) -> LocusProcess {
+    LocusProcess::spawn(|c| {
+        c.env("LOCUS_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .env("LOCUS_STORAGE__URL", db_url)
+            // A durable writer test: one connection publishes far past the default rate limits.
+            .env("LOCUS_RATE_LIMITS__MESSAGES_PER_S", "0")
+            .env("LOCUS_RATE_LIMITS__USER_MESSAGES_PER_S", "0")
+            .env("RUST_LOG", "warn");
+    })
 }
 
 /// Every acknowledged publication survives SIGKILL, in order and without duplicates.
@@ -52,11 +33,7 @@ async fn wait_healthy(base: &str) {
 async fn acknowledged_publications_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let db_url = format!("sqlite://{}/locus.db", dir.path().display());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let mut server = spawn_server(port, &db_url);
     wait_healthy(&base).await;
@@ -103,8 +80,7 @@ async fn acknowledged_publications_survive_sigkill() {
         )
         .await;
     }
-    server.kill().expect("SIGKILL");
-    server.wait().unwrap();
+    server.kill();
 
     let mut server = spawn_server(port, &db_url);
     wait_healthy(&base).await;
@@ -134,6 +110,5 @@ async fn acknowledged_publications_survive_sigkill() {
     }
     let (status, _) = http_get(&format!("{base}/api/health")).await;
     assert_eq!(status, 200);
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.kill();
 }

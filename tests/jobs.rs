@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::fake_provider::{sign, FakeProvider, Reply};
 use common::jobs_kit::*;
+use common::process::free_port;
 use common::{Client, TestServer, Vsn};
 use serde_json::{json, Value};
 
@@ -40,14 +41,6 @@ fn rank(status: &str) -> u8 {
         "processing" => 2,
         _ => 3,
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn breaker_of(server: &TestServer, provider: &str) -> String {

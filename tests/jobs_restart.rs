@@ -5,11 +5,11 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::fake_provider::{FakeProvider, TOKEN};
 use common::jobs_kit::*;
+use common::process::{free_port, wait_healthy, LocusProcess};
 use common::{Client, Vsn};
 use serde_json::json;
 
@@ -51,44 +51,10 @@ cost_estimate = {{ image = 2.0 }}
     path
 }
 
-/// A `locus` process, killed when dropped so a failing test leaves no server behind.
-struct Server(Child);
-
-impl Server {
-    fn spawn(config: &std::path::Path) -> Server {
-        let child = Command::new(env!("CARGO_BIN_EXE_locus"))
-            .arg("--config")
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("locus starts");
-        Server(child)
-    }
-
-    /// SIGKILL: no shutdown, no last writes.
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-async fn wait_healthy(base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let url = format!("{base}/api/health");
-    while !matches!(try_call("GET", &url, None, &[], None).await, Ok((200, ..))) {
-        assert!(
-            Instant::now() < deadline,
-            "server at {base} never became healthy"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+fn locus_with(config: &std::path::Path) -> LocusProcess {
+    LocusProcess::spawn(|c| {
+        c.arg("--config").arg(config);
+    })
 }
 
 /// The server dies mid-job; after a restart the job finishes on the same prediction.
@@ -96,15 +62,11 @@ async fn wait_healthy(base: &str) {
 async fn a_job_killed_mid_run_finishes_after_a_restart() {
     let fake = FakeProvider::start("fake", Duration::from_secs(6), WEBHOOK_SECRET);
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let config = write_config(dir.path(), port, &fake);
     let base = format!("http://127.0.0.1:{port}");
 
-    let mut first = Server::spawn(&config);
+    let mut first = locus_with(&config);
     wait_healthy(&base).await;
     let (status, _, job) = create_job(&base, "alice", "survivor", &image_job("persist")).await;
     assert_eq!(status, 201, "{job}");
@@ -115,7 +77,7 @@ async fn a_job_killed_mid_run_finishes_after_a_restart() {
     .await;
     first.kill();
 
-    let _second = Server::spawn(&config);
+    let _second = locus_with(&config);
     wait_healthy(&base).await;
     let url = format!(
         "ws://127.0.0.1:{port}/socket/websocket?vsn=2.0.0&apikey={}",

@@ -10,7 +10,7 @@ use locus_actors::jobs::{JobsConfig, ProviderConfig};
 use serde_json::{json, Value};
 
 use super::fake_provider::{FakeProvider, TOKEN};
-use super::{Client, Msg};
+use super::{http_request, Client, Msg};
 
 pub const SECRET: &str = "locus-test-secret-of-a-decent-length";
 /// The Standard Webhooks secret the fake providers sign with.
@@ -91,51 +91,17 @@ pub async fn try_call(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> Result<Response, ureq::Error> {
-    let (method, url) = (method.to_owned(), url.to_owned());
-    let mut all: Vec<(String, String)> = headers
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    if let Some(t) = token {
-        all.push(("authorization".into(), format!("Bearer {t}")));
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let mut all = headers.to_vec();
+    if let Some(b) = &bearer {
+        all.push(("authorization", b));
     }
-    let body = body.map(str::to_owned);
-    tokio::task::spawn_blocking(move || {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .new_agent();
-        let mut resp = match (method.as_str(), body) {
-            ("GET", _) => {
-                let mut r = agent.get(&url);
-                for (k, v) in &all {
-                    r = r.header(k, v);
-                }
-                r.call()
-            }
-            (_, body) => {
-                let mut r = agent.post(&url).header("content-type", "application/json");
-                for (k, v) in &all {
-                    r = r.header(k, v);
-                }
-                r.send(body.unwrap_or_default().as_bytes())
-            }
-        }?;
-        let status = resp.status().as_u16();
-        let headers = resp
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
-            .collect();
-        let text = resp.body_mut().read_to_string().unwrap_or_default();
-        Ok((
-            status,
-            headers,
-            serde_json::from_str(&text).unwrap_or(Value::Null),
-        ))
-    })
-    .await
-    .unwrap()
+    let (status, headers, text) = http_request(method, url, &all, body).await?;
+    Ok((
+        status,
+        headers,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+    ))
 }
 
 /// `POST /api/jobs` as `user` with `key`: (status, headers, body).

@@ -4,6 +4,7 @@
 
 pub mod fake_provider;
 pub mod jobs_kit;
+pub mod process;
 
 use serde_json::Value as JsonValue;
 use std::net::SocketAddr;
@@ -349,20 +350,60 @@ pub fn binary_push(
     f
 }
 
-/// GET over HTTP on loopback: (status, body).
-pub async fn http_get(url: &str) -> (u16, String) {
-    let url = url.to_owned();
+/// An HTTP answer: status, response headers (lower-case names), body text.
+pub type HttpAnswer = (u16, std::collections::BTreeMap<String, String>, String);
+
+/// Any HTTP request on loopback (`GET`, or else a JSON `POST`); `Err` when it got no answer
+/// (e.g. nothing listens yet). Every HTTP helper of the tests goes through here.
+pub async fn http_request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Result<HttpAnswer, ureq::Error> {
+    fn with_headers<B>(
+        mut r: ureq::RequestBuilder<B>,
+        headers: &[(String, String)],
+    ) -> ureq::RequestBuilder<B> {
+        for (k, v) in headers {
+            r = r.header(k, v);
+        }
+        r
+    }
+    let (method, url) = (method.to_owned(), url.to_owned());
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let body = body.map(str::to_owned);
     tokio::task::spawn_blocking(move || {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
             .new_agent();
-        let mut resp = agent.get(&url).call().expect("http get");
+        let mut resp = if method == "GET" {
+            with_headers(agent.get(&url), &headers).call()
+        } else {
+            let r = agent.post(&url).header("content-type", "application/json");
+            with_headers(r, &headers).send(body.unwrap_or_default().as_bytes())
+        }?;
         let status = resp.status().as_u16();
-        (status, resp.body_mut().read_to_string().unwrap_or_default())
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        Ok((status, headers, text))
     })
     .await
     .unwrap()
+}
+
+/// GET over HTTP on loopback: (status, body).
+pub async fn http_get(url: &str) -> (u16, String) {
+    let (status, _, body) = http_request("GET", url, &[], None).await.expect("http get");
+    (status, body)
 }
 
 /// POST JSON over HTTP on loopback: (status, body).
@@ -372,26 +413,10 @@ pub async fn http_post(url: &str, body: &str) -> (u16, String) {
 
 /// POSTs JSON with extra headers.
 pub async fn http_post_with(url: &str, body: &str, headers: &[(&str, &str)]) -> (u16, String) {
-    let (url, body) = (url.to_owned(), body.to_owned());
-    let headers: Vec<(String, String)> = headers
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    tokio::task::spawn_blocking(move || {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .new_agent();
-        let mut request = agent.post(&url).header("content-type", "application/json");
-        for (k, v) in &headers {
-            request = request.header(k, v);
-        }
-        let mut resp = request.send(body.as_bytes()).expect("http post");
-        let status = resp.status().as_u16();
-        (status, resp.body_mut().read_to_string().unwrap_or_default())
-    })
-    .await
-    .unwrap()
+    let (status, _, body) = http_request("POST", url, headers, Some(body))
+        .await
+        .expect("http post");
+    (status, body)
 }
 
 impl Client {
