@@ -38,6 +38,13 @@ pub struct ServerConfig {
     pub shutdown_timeout_ms: u64,
     /// Tracing filter (`RUST_LOG` syntax) used when `RUST_LOG` is unset. Default `info`.
     pub log: String,
+    /// WebSocket connections the server holds at most; past it an upgrade is refused with 503
+    /// `ServerFull`. 0 = no cap. Default 50,000.
+    pub connections_max: usize,
+    /// WebSocket connections one client IP may hold; past it an upgrade is refused with 429
+    /// `IpConnectionLimitReached`. 0 = no cap (behind a proxy every client has its address).
+    /// Default 1,000.
+    pub connections_per_ip_max: usize,
 }
 
 impl Default for ServerConfig {
@@ -47,6 +54,8 @@ impl Default for ServerConfig {
             workers: 0,
             shutdown_timeout_ms: 5_000,
             log: "info".into(),
+            connections_max: 50_000,
+            connections_per_ip_max: 1_000,
         }
     }
 }
@@ -100,6 +109,7 @@ impl Config {
         let invalid = |e: locus_actors::config::LimitsError| ConfigError::Invalid(e.to_string());
         self.session.validate().map_err(invalid)?;
         self.room.validate().map_err(invalid)?;
+        self.room.validate_against(&self.session).map_err(invalid)?;
         self.storage.validate().map_err(invalid)?;
         self.geo.validate().map_err(invalid)?;
         self.jobs.validate().map_err(invalid)?;

@@ -30,4 +30,5 @@ pub struct AppState {
     pub prometheus: metrics_exporter_prometheus::PrometheusHandle,
     pub sign_in: std::sync::Arc<sign_in::SignIn>,
     pub jobs: locus_actors::jobs::Jobs,
+    pub limits: std::sync::Arc<http::limits::HttpLimiters>,
 }

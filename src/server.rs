@@ -18,6 +18,9 @@ use crate::{retention, socket, telemetry, AppState, Config};
 /// How often shutdown checks whether every session has gone.
 const SHUTDOWN_POLL_MS: u64 = 20;
 
+/// How often the keyed rate limiters forget callers whose buckets are full again.
+const LIMITER_PRUNE_INTERVAL_MS: u64 = 10_000;
+
 /// A bound, running server.
 pub struct RunningServer {
     /// The address actually bound (useful with port 0).
@@ -76,7 +79,9 @@ pub async fn start(config: Config) -> io::Result<RunningServer> {
             &config.auth.jwt_secret,
         )),
         jobs: jobs.clone(),
+        limits: std::sync::Arc::new(crate::http::limits::HttpLimiters::new(&config.rate_limits)),
     });
+    spawn_limiter_pruning(&state);
     let body_max = config.http.body_bytes_max;
     let server = HttpServer::new(move || {
         App::new()
@@ -144,6 +149,22 @@ pub async fn start(config: Config) -> io::Result<RunningServer> {
         server,
         control,
     })
+}
+
+/// Prunes every keyed rate limiter on a timer, so one key per caller, anonymous connection or
+/// job owner seen once does not stay for the life of the process.
+fn spawn_limiter_pruning(state: &web::Data<AppState>) {
+    let state = state.clone();
+    actix_web::rt::spawn(async move {
+        let mut every =
+            actix_web::rt::time::interval(Duration::from_millis(LIMITER_PRUNE_INTERVAL_MS));
+        loop {
+            every.tick().await;
+            state.engine.security.prune_limiters();
+            state.limits.prune();
+            state.jobs.prune_limiters();
+        }
+    });
 }
 
 impl RunningServer {

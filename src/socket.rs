@@ -6,16 +6,18 @@
 //! and closes with 4008 — bounded by `session.close_grace_ms`, so a client that never reads
 //! again cannot hold the connection's resources.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
+use locus_actors::auth::{AuthError, Identity};
 use locus_actors::close_code::CloseCode;
 use locus_actors::metrics as m;
 use locus_actors::outbox::{outbox, OutboxReceiver, Outgoing};
-use locus_actors::user_session::{SocketEvent, UserSession, WriterFinished};
+use locus_actors::slots::ConnectionSlots;
+use locus_actors::user_session::{anon_name, SocketEvent, UserSession, WriterFinished};
 use locus_actors::wire;
 use locus_protocol::{OutFrame, Vsn, PHOENIX_TOPIC};
 use serde::Deserialize;
@@ -43,40 +45,16 @@ pub async fn websocket(
     let engine = state.engine.clone();
     let id = engine.next_session_id();
     let security = engine.security.clone();
-    // Anonymous clients are named by their connection.
     let identity = security
         .auth
-        .connect(query.apikey.as_deref(), Arc::from(format!("anon-{id}")))
+        .connect(query.apikey.as_deref(), anon_name(id))
         .map_err(|e| {
             m::auth_failure(e.code());
-            ApiError::new(
-                actix_web::http::StatusCode::UNAUTHORIZED,
-                e.code(),
-                &e.to_string(),
-            )
+            ApiError::new(StatusCode::UNAUTHORIZED, e.code(), &e.to_string())
         })?;
-    let counted = identity
-        .is_authenticated()
-        .then(|| identity.user_id.clone());
-    if let Some(user) = &counted {
-        if !security.add_connection(user, limits.connections_per_user_max) {
-            m::auth_failure("ConnectionLimitReached");
-            return Err(ApiError::new(
-                actix_web::http::StatusCode::TOO_MANY_REQUESTS,
-                "ConnectionLimitReached",
-                &format!(
-                    "at most {} connections per user (session.connections_per_user_max)",
-                    limits.connections_per_user_max
-                ),
-            ));
-        }
-    }
-    let (response, ws, stream) = actix_ws::handle(&req, body).map_err(|e| {
-        if let Some(user) = &counted {
-            security.remove_connection(user);
-        }
-        ApiError::bad_request("NotAWebSocket", &e.to_string())
-    })?;
+    let slots = admit(&req, &state, &identity)?;
+    let (response, ws, stream) = actix_ws::handle(&req, body)
+        .map_err(|e| ApiError::bad_request("NotAWebSocket", &e.to_string()))?;
     let events = stream
         .max_frame_size(limits.frame_bytes_max)
         .aggregate_continuations()
@@ -85,16 +63,71 @@ pub async fn websocket(
     let (tx, rx) = outbox(limits.outbound_queue_bytes_max);
     let session = UserSession::create(move |ctx| {
         ctx.add_stream(events);
-        let session = UserSession::new(id, identity, vsn, tx, engine);
-        match counted {
-            Some(user) => session.counting(user),
-            None => session,
-        }
+        UserSession::new(id, identity, vsn, tx, engine).holding(slots)
     });
     metrics::counter!(m::CONNECTIONS_OPENED).increment(1);
     let grace = Duration::from_millis(limits.close_grace_ms);
     actix_web::rt::spawn(write_loop(ws, rx, vsn, session, grace));
     Ok(response)
+}
+
+/// Takes the connection's slots: the server's (`server.connections_max`), its IP's
+/// (`server.connections_per_ip_max`) and its user's (`session.connections_per_user_max`).
+/// Refused before the upgrade: 503 when the server is full, 429 for the IP or the user.
+fn admit(
+    req: &HttpRequest,
+    state: &AppState,
+    identity: &Identity,
+) -> Result<ConnectionSlots, ApiError> {
+    let security = &state.engine.security;
+    let server = &state.config.server;
+    let refuse = |status, code: &'static str, message: String| {
+        m::auth_failure(code);
+        ApiError::new(status, code, &message)
+    };
+    let mut slots = ConnectionSlots {
+        server: Some(
+            security
+                .server_slots
+                .take((), server.connections_max)
+                .ok_or_else(|| {
+                    refuse(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "ServerFull",
+                        format!(
+                            "this server holds server.connections_max = {} connections",
+                            server.connections_max
+                        ),
+                    )
+                })?,
+        ),
+        ..ConnectionSlots::default()
+    };
+    if let Some(ip) = req.peer_addr().map(|a| a.ip()) {
+        let max = server.connections_per_ip_max;
+        slots.ip = Some(security.ip_slots.take(ip, max).ok_or_else(|| {
+            refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                "IpConnectionLimitReached",
+                format!("at most {max} connections per client IP (server.connections_per_ip_max)"),
+            )
+        })?);
+    }
+    if identity.is_user() {
+        let max = state.engine.session_limits.connections_per_user_max;
+        slots.user = Some(
+            security
+                .user_slots
+                .take(identity.user_id.clone(), max)
+                .ok_or_else(|| {
+                    let e = AuthError::ConnectionLimitReached(max);
+                    let text = e.to_string();
+                    let message = text.split_once(": ").map_or("", |(_, m)| m);
+                    refuse(StatusCode::TOO_MANY_REQUESTS, e.code(), message.to_owned())
+                })?,
+        );
+    }
+    Ok(slots)
 }
 
 fn socket_event(
@@ -133,13 +166,19 @@ async fn write_loop(
             _ = &mut slow_wait => break close_slow(ws, &mut rx, vsn, grace).await,
             item = rx.recv() => item,
         };
+        // Every send races the slow signal: a socket that takes nothing must not hold the
+        // writer (pongs included: their queue is bounded like frames).
         let sent = match item {
             Some(Outgoing::Frame(frame)) => tokio::select! {
                 biased;
                 _ = &mut slow_wait => break close_slow(ws, &mut rx, vsn, grace).await,
                 sent = send_frame(&mut ws, frame) => sent,
             },
-            Some(Outgoing::Pong(data)) => ws.pong(&data).await.is_ok(),
+            Some(Outgoing::Pong(data)) => tokio::select! {
+                biased;
+                _ = &mut slow_wait => break close_slow(ws, &mut rx, vsn, grace).await,
+                sent = ws.pong(&data) => sent.is_ok(),
+            },
             Some(Outgoing::Close(code)) => break close(ws, code, grace).await,
             // Every producer is gone: the session ended.
             None => break close(ws, CloseCode::Normal, grace).await,

@@ -83,10 +83,12 @@ impl Action {
     }
 }
 
-/// The claims Locus reads.
+/// The claims Locus reads. `sub` is optional: Supabase's anon and service keys carry only a
+/// `role` (`nbf` is checked by jsonwebtoken when present).
 #[derive(Debug, Clone, Deserialize)]
 struct Claims {
-    sub: String,
+    #[serde(default)]
+    sub: Option<String>,
     #[serde(default)]
     role: Option<String>,
     exp: u64,
@@ -99,6 +101,10 @@ pub struct Identity {
     pub role: Arc<str>,
     /// When the token expires (seconds since the Unix epoch); `None` for anonymous clients.
     pub exp_s: Option<u64>,
+    /// The token named a user (`sub`). A key without one (Supabase's anon or service key) is
+    /// an anonymous identity of its role: `user_id` is the connection's, and the connection
+    /// takes on the user of the first user token it is given.
+    pub has_user: bool,
 }
 
 impl Identity {
@@ -107,12 +113,37 @@ impl Identity {
             user_id,
             role: Arc::from(ANON_ROLE),
             exp_s: None,
+            has_user: false,
         }
     }
 
     /// Holds a token that has not expired.
     pub fn is_authenticated(&self) -> bool {
         self.exp_s.is_some_and(|exp| exp > now_s())
+    }
+
+    /// Holds an unexpired token naming a user: what personal topics, jobs and the per-user
+    /// connection count need.
+    pub fn is_user(&self) -> bool {
+        self.has_user && self.is_authenticated()
+    }
+
+    /// An identity without a user (a key without `sub`) takes the connection's own name.
+    pub fn or_named(mut self, anon_id: Arc<str>) -> Identity {
+        if !self.has_user {
+            self.user_id = anon_id;
+        }
+        self
+    }
+
+    /// The role the topic rules see: an expired token's role is gone, and the connection is
+    /// anonymous until a new token arrives.
+    pub fn effective_role(&self) -> &str {
+        if self.is_authenticated() {
+            &self.role
+        } else {
+            ANON_ROLE
+        }
     }
 }
 
@@ -127,6 +158,8 @@ pub enum AuthError {
     Invalid(String),
     #[error("AnonymousNotAllowed: this server requires an access token")]
     AnonymousNotAllowed,
+    #[error("ConnectionLimitReached: at most {0} connections per user (session.connections_per_user_max)")]
+    ConnectionLimitReached(usize),
 }
 
 impl AuthError {
@@ -136,6 +169,7 @@ impl AuthError {
             AuthError::Malformed(_) => "MalformedJWT",
             AuthError::Invalid(_) => "InvalidJWT",
             AuthError::AnonymousNotAllowed => "AnonymousNotAllowed",
+            AuthError::ConnectionLimitReached(_) => "ConnectionLimitReached",
         }
     }
 }
@@ -202,17 +236,20 @@ impl Authenticator {
     /// With no key configured at all, nothing can be verified: where anonymous clients are
     /// allowed the token is ignored (Supabase clients always send their project's `apikey`, and
     /// must work against a local Locus with no secret), and refused otherwise.
+    /// A token without `sub` (a project's anon key) gives an identity of its role named
+    /// `anon_id`.
     pub fn connect(&self, token: Option<&str>, anon_id: Arc<str>) -> Result<Identity, AuthError> {
         let no_keys = self.hs256.is_none() && self.jwks.is_empty();
         match token.filter(|t| !t.is_empty()) {
             Some(_) if no_keys && self.config.allow_anonymous => Ok(Identity::anonymous(anon_id)),
-            Some(t) => self.verify(t),
+            Some(t) => self.verify(t).map(|id| id.or_named(anon_id)),
             None if self.config.allow_anonymous => Ok(Identity::anonymous(anon_id)),
             None => Err(AuthError::AnonymousNotAllowed),
         }
     }
 
-    /// Checks a token's signature and expiry, now.
+    /// Checks a token's signature, `exp` and `nbf`, now. A token without `sub` yields an
+    /// identity with an empty `user_id` and `has_user: false` (see [`Identity::or_named`]).
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
         self.verify_at(token, now_s())
     }
@@ -252,25 +289,35 @@ impl Authenticator {
         // Expiry is checked below, to say how long ago the token expired, as Supabase does.
         validation.validate_exp = false;
         validation.validate_aud = false;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = self.config.leeway_s;
+        validation.set_required_spec_claims(&["exp"]);
         let claims = jsonwebtoken::decode::<Claims>(token, key, &validation)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::InvalidSignature => {
                     AuthError::Invalid("signature does not match".into())
                 }
+                jsonwebtoken::errors::ErrorKind::ImmatureSignature => {
+                    AuthError::Invalid("the token is not valid yet (nbf)".into())
+                }
                 _ => AuthError::Malformed(e.to_string()),
             })?
             .claims;
-        if claims.exp + self.config.leeway_s <= now_s {
-            return Err(AuthError::Expired(now_s - claims.exp));
+        // Saturating: `exp` is whatever the token says.
+        if claims.exp.saturating_add(self.config.leeway_s) <= now_s {
+            return Err(AuthError::Expired(now_s.saturating_sub(claims.exp)));
         }
-        if claims.sub.is_empty() {
-            return Err(AuthError::Malformed("empty sub".into()));
-        }
+        let (user_id, has_user, default_role) = match claims.sub {
+            Some(sub) if sub.is_empty() => return Err(AuthError::Malformed("empty sub".into())),
+            Some(sub) => (Arc::from(sub), true, DEFAULT_ROLE),
+            // Supabase's anon key: a key of the project, not of a user.
+            None => (Arc::from(""), false, ANON_ROLE),
+        };
         Ok(Identity {
-            user_id: Arc::from(claims.sub),
-            role: Arc::from(claims.role.as_deref().unwrap_or(DEFAULT_ROLE)),
+            user_id,
+            role: Arc::from(claims.role.as_deref().unwrap_or(default_role)),
             exp_s: Some(claims.exp),
+            has_user,
         })
     }
 
@@ -288,11 +335,12 @@ impl Authenticator {
                 action.verb()
             ))
         };
-        if who.is_authenticated() && *who.role == *SERVICE_ROLE {
+        let role = who.effective_role();
+        if role == SERVICE_ROLE {
             return Ok(());
         }
         if let Some(owner) = topic.strip_prefix(USER_TOPIC_PREFIX) {
-            return if who.is_authenticated() && *who.user_id == *owner {
+            return if who.is_user() && *who.user_id == *owner {
                 Ok(())
             } else {
                 Err(deny())
@@ -309,7 +357,7 @@ impl Authenticator {
             .filter(|p| glob_match(&p.topic, topic))
         {
             matched = true;
-            let role_ok = p.roles.iter().any(|r| r == "*" || **r == *who.role);
+            let role_ok = p.roles.iter().any(|r| r == "*" || r == role);
             if role_ok && p.actions.contains(&action) {
                 return Ok(());
             }
@@ -404,6 +452,7 @@ mod tests {
             user_id: Arc::from("u1"),
             role: Arc::from("authenticated"),
             exp_s: Some(u64::MAX),
+            has_user: true,
         };
         assert!(a
             .authorize(&u1, "realtime:user:u1", false, Action::Join)
@@ -466,5 +515,80 @@ mod tests {
             .is_authenticated());
         // With a key, an unverifiable token is refused even where anonymous clients are allowed.
         assert!(open.connect(Some("anon-key"), Arc::from("anon-3")).is_err());
+    }
+
+    fn claims_token(claims: serde_json::Value) -> String {
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    /// F9: a token that expired no longer grants its role; the topic rules see `anon`.
+    #[test]
+    fn an_expired_token_loses_its_role() {
+        let a = auth(vec![TopicPolicy {
+            topic: "realtime:team-*".into(),
+            roles: vec!["authenticated".into(), "admin".into()],
+            actions: vec![Action::Join, Action::Broadcast],
+        }]);
+        let mut who = Identity {
+            user_id: Arc::from("u1"),
+            role: Arc::from("admin"),
+            exp_s: Some(now_s() + 3_600),
+            has_user: true,
+        };
+        assert!(a
+            .authorize(&who, "realtime:team-a", false, Action::Join)
+            .is_ok());
+        who.exp_s = Some(now_s() - 1);
+        assert_eq!(who.effective_role(), ANON_ROLE);
+        assert!(a
+            .authorize(&who, "realtime:team-a", false, Action::Join)
+            .is_err());
+        assert!(a
+            .authorize(&who, "realtime:team-a", false, Action::Broadcast)
+            .is_err());
+        who.role = Arc::from(SERVICE_ROLE);
+        assert!(a
+            .authorize(&who, "realtime:team-a", false, Action::Broadcast)
+            .is_err());
+    }
+
+    /// F23: Supabase's anon key (a `role` and no `sub`) is an anonymous identity of its role,
+    /// its service key one of `service_role`; `nbf` in the future is refused.
+    #[test]
+    fn keys_without_sub_are_identities_of_their_role() {
+        let a = auth(vec![]);
+        let exp = now_s() + 3_600;
+        let anon_key =
+            claims_token(serde_json::json!({"role": "anon", "exp": exp, "iss": "supabase"}));
+        let id = a.connect(Some(&anon_key), Arc::from("anon-7")).unwrap();
+        assert_eq!(
+            (&*id.user_id, &*id.role, id.has_user),
+            ("anon-7", "anon", false)
+        );
+        assert!(!id.is_user());
+        assert!(a
+            .authorize(&id, "realtime:user:anon-7", false, Action::Join)
+            .is_err());
+        let service = claims_token(serde_json::json!({"role": "service_role", "exp": exp}));
+        let id = a.connect(Some(&service), Arc::from("anon-8")).unwrap();
+        assert!(a
+            .authorize(&id, "realtime:user:u9", false, Action::Join)
+            .is_ok());
+        let early =
+            claims_token(serde_json::json!({"sub": "u1", "exp": exp, "nbf": now_s() + 600}));
+        assert!(matches!(a.verify(&early), Err(AuthError::Invalid(_))));
+        let far = claims_token(serde_json::json!({"sub": "u1", "exp": u64::MAX}));
+        let leeway = Authenticator::new(AuthConfig {
+            jwt_secret: SECRET.into(),
+            leeway_s: 30,
+            ..AuthConfig::default()
+        })
+        .unwrap();
+        assert!(leeway.verify(&far).unwrap().is_user());
     }
 }

@@ -4,6 +4,10 @@
 
 use serde::Deserialize;
 
+/// Bytes a server frame adds around a payload besides its topic: refs, event, the durable
+/// `meta` and JSON punctuation (an upper bound used to check limits against each other).
+pub const FRAME_ENVELOPE_BYTES: usize = 1024;
+
 /// `[session]`: one connected client.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -34,6 +38,11 @@ pub struct SessionLimits {
     pub presence_meta_bytes_max: usize,
     /// Connections one authenticated user may hold at once. Default 20.
     pub connections_per_user_max: usize,
+    /// Longest `ref` and `join_ref` of a client frame, in bytes; a frame with a longer one gets
+    /// a `system` error (its refs are not echoed). Default 64.
+    pub ref_bytes_max: usize,
+    /// Longest `config.presence.key` of a join, in bytes. Default 256.
+    pub presence_key_bytes_max: usize,
 }
 
 impl Default for SessionLimits {
@@ -50,6 +59,8 @@ impl Default for SessionLimits {
             payload_bytes_max: 64 * 1024,
             presence_meta_bytes_max: 4 * 1024,
             connections_per_user_max: 20,
+            ref_bytes_max: 64,
+            presence_key_bytes_max: 256,
         }
     }
 }
@@ -66,6 +77,14 @@ pub struct RoomLimits {
     /// A user's repeated `typing: true` is re-announced at most once per this period.
     /// Default 1,500.
     pub typing_throttle_ms: u64,
+    /// Metas one presence key may hold in a room (one per device). A track past it is refused
+    /// with `PresenceLimitReached`. Default 32.
+    pub presence_metas_per_key_max: usize,
+    /// Metas one room may hold across its keys. Default 10,000.
+    pub presence_metas_max: usize,
+    /// Largest encoded `presence_state` of a room, in bytes: a track that would pass it is
+    /// refused, so a joiner's state always fits its outbound queue. Default 524,288 (512 KiB).
+    pub presence_state_bytes_max: usize,
 }
 
 impl Default for RoomLimits {
@@ -74,6 +93,9 @@ impl Default for RoomLimits {
             mailbox_capacity: 4096,
             typing_ttl_ms: 6_000,
             typing_throttle_ms: 1_500,
+            presence_metas_per_key_max: 32,
+            presence_metas_max: 10_000,
+            presence_state_bytes_max: 512 * 1024,
         }
     }
 }
@@ -97,6 +119,16 @@ impl SessionLimits {
         if self.frame_bytes_max > self.outbound_queue_bytes_max {
             return err("session.frame_bytes_max must not exceed session.outbound_queue_bytes_max");
         }
+        // A publication of the largest payload must fit an empty member queue, or it would
+        // shed every member of the room it reaches as a slow consumer.
+        if self.payload_bytes_max + self.topic_bytes_max + FRAME_ENVELOPE_BYTES
+            > self.outbound_queue_bytes_max
+        {
+            return err("session.payload_bytes_max + topic_bytes_max + the frame envelope must fit session.outbound_queue_bytes_max");
+        }
+        if self.ref_bytes_max == 0 || self.presence_key_bytes_max == 0 {
+            return err("session.ref_bytes_max and presence_key_bytes_max must be positive");
+        }
         if self.mailbox_capacity == 0
             || self.channels_per_connection_max == 0
             || self.topic_bytes_max == 0
@@ -115,6 +147,24 @@ impl RoomLimits {
         if self.typing_throttle_ms >= self.typing_ttl_ms {
             return Err(LimitsError(
                 "room.typing_throttle_ms must be below room.typing_ttl_ms".into(),
+            ));
+        }
+        if self.presence_metas_per_key_max == 0 || self.presence_metas_max == 0 {
+            return Err(LimitsError(
+                "room.presence_metas_per_key_max and presence_metas_max must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks the room's limits against a member's: the largest presence state must fit an
+    /// empty outbound queue beside the join reply.
+    pub fn validate_against(&self, session: &SessionLimits) -> Result<(), LimitsError> {
+        if self.presence_state_bytes_max + session.topic_bytes_max + FRAME_ENVELOPE_BYTES
+            > session.outbound_queue_bytes_max
+        {
+            return Err(LimitsError(
+                "room.presence_state_bytes_max + the frame envelope must fit session.outbound_queue_bytes_max".into(),
             ));
         }
         Ok(())
@@ -258,6 +308,28 @@ mod tests {
         let s = StorageLimits::default();
         assert!(s.is_durable("realtime:room:42"));
         assert!(!s.is_durable("realtime:lobby"));
+    }
+
+    /// F2/F5: limits under which one publication or one presence state would not fit an empty
+    /// member queue are refused at start.
+    #[test]
+    fn payloads_and_presence_states_larger_than_a_queue_are_refused() {
+        assert_eq!(SessionLimits::default().validate(), Ok(()));
+        let session = SessionLimits {
+            outbound_queue_bytes_max: 64 * 1024,
+            frame_bytes_max: 64 * 1024,
+            payload_bytes_max: 64 * 1024,
+            ..SessionLimits::default()
+        };
+        assert!(session.validate().is_err());
+        let room = RoomLimits::default();
+        assert_eq!(room.validate_against(&SessionLimits::default()), Ok(()));
+        let small = SessionLimits {
+            outbound_queue_bytes_max: 256 * 1024,
+            frame_bytes_max: 128 * 1024,
+            ..SessionLimits::default()
+        };
+        assert!(room.validate_against(&small).is_err());
     }
 }
 

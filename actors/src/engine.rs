@@ -1,12 +1,11 @@
 //! The engine handle: the registries, the broker, storage and the limits every session shares.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
 use locus_storage::AnyStore;
-
-use dashmap::DashMap;
 
 use crate::auth::{AuthConfig, Authenticator};
 use crate::broker::Body;
@@ -17,6 +16,7 @@ use crate::geo_writer::{GeoSink, GeoWriter};
 use crate::history::HistoryCache;
 use crate::rate_limit::{RateLimitConfig, UserLimiter};
 use crate::registry::{RoomRegistry, SessionRegistry};
+use crate::slots::SlotCounter;
 use crate::storage_writer::{Append, DurableError, DurableSink, StorageHealth, StorageWriter};
 use crate::SessionId;
 use locus_protocol::PayloadEncoding;
@@ -38,8 +38,12 @@ pub struct Security {
     pub rate_limits: RateLimitConfig,
     /// Per-user buckets; `None` when `user_messages_per_s` is 0.
     pub users: Option<Arc<UserLimiter>>,
-    /// Open connections per authenticated user.
-    pub user_connections: DashMap<Arc<str>, usize>,
+    /// Open connections per user (`session.connections_per_user_max`).
+    pub user_slots: Arc<SlotCounter<Arc<str>>>,
+    /// Open connections per client IP (`server.connections_per_ip_max`).
+    pub ip_slots: Arc<SlotCounter<IpAddr>>,
+    /// Open connections of the whole server (`server.connections_max`).
+    pub server_slots: Arc<SlotCounter<()>>,
 }
 
 impl Security {
@@ -48,26 +52,18 @@ impl Security {
             users: crate::rate_limit::user_limiter(&rate_limits),
             auth,
             rate_limits,
-            user_connections: DashMap::new(),
+            user_slots: Arc::default(),
+            ip_slots: Arc::default(),
+            server_slots: Arc::default(),
         }
     }
 
-    /// Counts a new connection of `user`; false when they already hold `max`.
-    pub fn add_connection(&self, user: &Arc<str>, max: usize) -> bool {
-        let mut n = self.user_connections.entry(user.clone()).or_insert(0);
-        if *n >= max {
-            return false;
-        }
-        *n += 1;
-        true
-    }
-
-    pub fn remove_connection(&self, user: &Arc<str>) {
-        if let dashmap::Entry::Occupied(mut e) = self.user_connections.entry(user.clone()) {
-            *e.get_mut() -= 1;
-            if *e.get() == 0 {
-                e.remove();
-            }
+    /// Forgets the per-user buckets that are full again (idle users), so the keyed map holds
+    /// only users active within the last bucket period. Run on a timer.
+    pub fn prune_limiters(&self) {
+        if let Some(users) = &self.users {
+            users.retain_recent();
+            users.shrink_to_fit();
         }
     }
 }

@@ -10,6 +10,7 @@
 //! - [`nearby`]: the session's side of `realtime:nearby` (location, post, nearby presence).
 //! - [`auth`]: JWT verification, personal and private topics, topic policies.
 //! - [`rate_limit`]: per-connection and per-user token buckets, the flood rule.
+//! - [`slots`]: connection slots per server, client IP and user (the connection caps).
 //! - [`outbox`]: a connection's outbound queue, bounded in bytes (the backpressure point).
 //! - [`broker`]: the boundary between publishers and rooms; in-process implementation.
 //! - [`storage_writer`]: the storage actor batching durable publications into transactions.
@@ -37,6 +38,7 @@ pub mod presence;
 pub mod rate_limit;
 pub mod registry;
 pub mod room;
+pub mod slots;
 pub mod storage_writer;
 pub mod typing;
 pub mod user_session;

@@ -238,6 +238,9 @@ pub fn breaker_transition(provider: &str, to: &'static str) {
     counter!(BREAKER_TRANSITIONS, "provider" => provider.to_owned(), "to" => to).increment(1);
 }
 
+/// The `provider` label of a webhook for a provider that is not configured.
+pub const UNKNOWN_PROVIDER_LABEL: &str = "unknown";
+
 /// Counts a provider webhook by outcome (`applied`, `duplicate`, `unknown_prediction`, or why
 /// it was refused).
 pub fn webhook(provider: &str, outcome: &'static str) {

@@ -19,6 +19,14 @@ use crate::metrics as m;
 /// whenever its queue runs empty, so the gauge lags by at most this much per busy connection).
 const GAUGE_BATCH_BYTES: usize = 64 * 1024;
 
+/// What a queued pong counts against the byte bound: its payload and a frame header.
+fn pong_bytes(data: &Bytes) -> usize {
+    data.len() + PONG_HEADER_BYTES
+}
+
+/// A pong's WebSocket frame header, in bytes (payloads of control frames are ≤ 125 bytes).
+const PONG_HEADER_BYTES: usize = 2;
+
 /// What the socket writer receives.
 #[derive(Debug)]
 pub enum Outgoing {
@@ -100,29 +108,47 @@ impl Outbox {
     /// adds its bytes to the gauge once per publication. One shared gauge updated per delivery
     /// would be a cache line every core fights over, millions of times a second.
     pub fn push_batched(&self, frame: OutFrame) -> Result<(), PushError> {
+        let len = frame.len();
+        self.reserve(len)?;
+        if self.tx.send(Outgoing::Frame(frame)).is_err() {
+            self.shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            return Err(PushError::Closed);
+        }
+        Ok(())
+    }
+
+    /// Counts `len` more bytes queued, or turns the outbox slow when they do not fit.
+    fn reserve(&self, len: usize) -> Result<(), PushError> {
         let s = &self.shared;
         if s.closing.load(Ordering::Relaxed) {
             return Err(PushError::Closed);
         }
-        let len = frame.len();
         let before = s.queued_bytes.fetch_add(len, Ordering::AcqRel);
         if before + len > s.bytes_max {
             s.queued_bytes.fetch_sub(len, Ordering::AcqRel);
             self.mark_slow();
             return Err(PushError::Overflow);
         }
-        if self.tx.send(Outgoing::Frame(frame)).is_err() {
-            s.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-            return Err(PushError::Closed);
-        }
         Ok(())
     }
 
-    /// Queues a pong; control frames are tiny and bypass the byte bound.
+    /// Queues a pong. Pongs count against the byte bound like frames: a client that keeps
+    /// pinging and never reads fills its queue with them and is closed as a slow consumer.
     pub fn pong(&self, data: Bytes) {
-        if !self.is_closing() {
-            let _ = self.tx.send(Outgoing::Pong(data));
+        let len = pong_bytes(&data);
+        if self.reserve(len).is_err() {
+            return;
         }
+        if self.tx.send(Outgoing::Pong(data)).is_err() {
+            self.shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            return;
+        }
+        m::outbound_queue_bytes().increment(len as f64);
+    }
+
+    /// Bytes that can still be queued before the outbox turns slow.
+    pub fn bytes_free(&self) -> usize {
+        self.shared.bytes_max.saturating_sub(self.queued_bytes())
     }
 
     /// Asks the writer to flush what is queued and close with `code`. Idempotent.
@@ -158,8 +184,10 @@ impl OutboxReceiver {
     /// Next item to write. Returns `None` when every producer is gone.
     pub async fn recv(&mut self) -> Option<Outgoing> {
         let item = self.rx.recv().await;
-        if let Some(Outgoing::Frame(f)) = &item {
-            self.release(f.len());
+        match &item {
+            Some(Outgoing::Frame(f)) => self.release(f.len()),
+            Some(Outgoing::Pong(data)) => self.release(pong_bytes(data)),
+            _ => {}
         }
         if self.rx.is_empty() || self.unreported_bytes >= GAUGE_BATCH_BYTES {
             self.report();
@@ -196,10 +224,12 @@ impl OutboxReceiver {
     pub fn discard_queued(&mut self) -> usize {
         let mut dropped = 0;
         while let Ok(item) = self.rx.try_recv() {
-            if let Outgoing::Frame(f) = item {
-                self.release(f.len());
-                dropped += 1;
+            match item {
+                Outgoing::Frame(f) => self.release(f.len()),
+                Outgoing::Pong(data) => self.release(pong_bytes(&data)),
+                Outgoing::Close(_) => continue,
             }
+            dropped += 1;
         }
         self.report();
         dropped
@@ -271,5 +301,23 @@ mod tests {
         ));
         drop(tx);
         assert!(rx.recv().await.is_none());
+    }
+
+    /// F3: pongs count against the byte bound, so a client that pings and never reads turns
+    /// slow instead of growing an unbounded queue.
+    #[tokio::test]
+    async fn unread_pongs_fill_the_bound_and_turn_the_outbox_slow() {
+        let (tx, mut rx) = outbox(1_000);
+        let ping = Bytes::from(vec![b'p'; 125]);
+        for _ in 0..7 {
+            tx.pong(ping.clone());
+        }
+        assert!(!tx.is_slow());
+        assert_eq!(tx.queued_bytes(), 7 * 127);
+        tx.pong(ping.clone());
+        assert!(tx.is_slow(), "the 8th pong does not fit in 1,000 bytes");
+        rx.slow_watch().wait().await;
+        assert_eq!(rx.discard_queued(), 7);
+        assert_eq!(tx.queued_bytes(), 0);
     }
 }

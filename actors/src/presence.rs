@@ -14,11 +14,46 @@ use serde_json::{Map, Value};
 
 use crate::SessionId;
 
+/// Bytes a meta adds to `presence_state` besides its key and fields: the `phx_ref` and the JSON
+/// punctuation around them (an upper bound, so the accounting never undercounts).
+const META_OVERHEAD_BYTES: usize = 64;
+
+/// The bounds of one room's presence (`[room]` in config.toml).
+#[derive(Debug, Clone, Copy)]
+pub struct PresenceBounds {
+    pub metas_per_key_max: usize,
+    pub metas_max: usize,
+    pub state_bytes_max: usize,
+}
+
+impl PresenceBounds {
+    /// No bound (benchmarks and tests of other behaviour).
+    pub const UNBOUNDED: PresenceBounds = PresenceBounds {
+        metas_per_key_max: usize::MAX,
+        metas_max: usize::MAX,
+        state_bytes_max: usize::MAX,
+    };
+}
+
+/// Why a track was refused: the room's presence is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PresenceFull {
+    #[error("this presence key already holds room.presence_metas_per_key_max metas")]
+    MetasPerKey,
+    #[error("this room already holds room.presence_metas_max metas")]
+    Metas,
+    #[error("this room's presence state would exceed room.presence_state_bytes_max")]
+    StateBytes,
+}
+
 /// One device's presence under a key.
 #[derive(Debug, Clone, Serialize)]
 struct Meta {
     #[serde(skip)]
     session: SessionId,
+    /// What this meta adds to the encoded state, in bytes (key included).
+    #[serde(skip)]
+    cost_bytes: usize,
     #[serde(flatten)]
     fields: Map<String, Value>,
     phx_ref: String,
@@ -70,6 +105,10 @@ impl PresenceDiff {
 #[derive(Debug, Default)]
 pub struct PresenceState {
     by_key: HashMap<String, Vec<Meta>>,
+    /// Metas across all keys.
+    metas: usize,
+    /// An upper bound of the encoded `presence_state`, in bytes.
+    state_bytes: usize,
 }
 
 /// A fresh `phx_ref`, unique within this process (the node prefix keeps refs from different
@@ -100,26 +139,64 @@ impl PresenceState {
         key: &str,
         fields: Map<String, Value>,
     ) -> PresenceDiff {
+        self.try_track(session, key, fields, &PresenceBounds::UNBOUNDED)
+            .expect("unbounded presence accepts every track")
+    }
+
+    /// [`PresenceState::track`] within `bounds`: a track that would take the key or the room
+    /// past them is refused and changes nothing.
+    pub fn try_track(
+        &mut self,
+        session: SessionId,
+        key: &str,
+        fields: Map<String, Value>,
+        bounds: &PresenceBounds,
+    ) -> Result<PresenceDiff, PresenceFull> {
+        let fields_bytes = serde_json::to_vec(&fields).map_or(0, |v| v.len());
+        // Keys are counted as encoded: escaping can make a key several times longer.
+        let key_bytes = serde_json::to_string(key).map_or(key.len(), |k| k.len());
+        let cost_bytes = key_bytes + fields_bytes + META_OVERHEAD_BYTES;
+        let existing = self
+            .by_key
+            .get(key)
+            .and_then(|metas| metas.iter().find(|m| m.session == session))
+            .map(|m| m.cost_bytes);
+        if existing.is_none() {
+            if self.by_key.get(key).map_or(0, Vec::len) >= bounds.metas_per_key_max {
+                return Err(PresenceFull::MetasPerKey);
+            }
+            if self.metas >= bounds.metas_max {
+                return Err(PresenceFull::Metas);
+            }
+        }
+        let state_bytes = self.state_bytes - existing.unwrap_or(0) + cost_bytes;
+        if state_bytes > bounds.state_bytes_max {
+            return Err(PresenceFull::StateBytes);
+        }
+        self.state_bytes = state_bytes;
         let metas = self.by_key.entry(key.to_owned()).or_default();
         let meta = match metas.iter_mut().find(|m| m.session == session) {
             Some(existing) => {
                 existing.fields = fields;
+                existing.cost_bytes = cost_bytes;
                 existing.clone()
             }
             None => {
                 let meta = Meta {
                     session,
+                    cost_bytes,
                     fields,
                     phx_ref: next_phx_ref(),
                 };
                 metas.push(meta.clone());
+                self.metas += 1;
                 meta
             }
         };
-        PresenceDiff {
+        Ok(PresenceDiff {
             joins: vec![(key.to_owned(), meta)],
             leaves: Vec::new(),
-        }
+        })
     }
 
     /// Removes the meta of `session` under `key`, if any.
@@ -127,7 +204,10 @@ impl PresenceState {
         let mut diff = PresenceDiff::default();
         if let Some(metas) = self.by_key.get_mut(key) {
             if let Some(pos) = metas.iter().position(|m| m.session == session) {
-                diff.leaves.push((key.to_owned(), metas.remove(pos)));
+                let meta = metas.remove(pos);
+                self.metas -= 1;
+                self.state_bytes -= meta.cost_bytes;
+                diff.leaves.push((key.to_owned(), meta));
             }
             if metas.is_empty() {
                 self.by_key.remove(key);
@@ -155,7 +235,16 @@ impl PresenceState {
 
     /// Number of metas across all keys.
     pub fn len(&self) -> usize {
-        self.by_key.values().map(Vec::len).sum()
+        debug_assert_eq!(
+            self.metas,
+            self.by_key.values().map(Vec::len).sum::<usize>()
+        );
+        self.metas
+    }
+
+    /// An upper bound of the encoded `presence_state`, in bytes.
+    pub fn state_bytes(&self) -> usize {
+        self.state_bytes
     }
 
     pub fn is_empty(&self) -> bool {
@@ -205,5 +294,46 @@ mod tests {
         assert_eq!(d["leaves"]["a"]["metas"].as_array().unwrap().len(), 1);
         assert!(p.is_empty());
         assert!(p.untrack(1, "a").is_empty());
+    }
+
+    /// F5: the per-key, per-room and state-size bounds refuse a track (changing nothing), a
+    /// re-track within them updates in place, and an untrack gives the room's budget back.
+    #[test]
+    fn tracks_past_the_bounds_are_refused_and_untrack_frees_the_budget() {
+        let bounds = PresenceBounds {
+            metas_per_key_max: 2,
+            metas_max: 3,
+            state_bytes_max: 1_000,
+        };
+        let mut p = PresenceState::default();
+        assert!(p.try_track(1, "a", Map::new(), &bounds).is_ok());
+        assert!(p.try_track(2, "a", Map::new(), &bounds).is_ok());
+        assert_eq!(
+            p.try_track(3, "a", Map::new(), &bounds).unwrap_err(),
+            PresenceFull::MetasPerKey
+        );
+        assert!(p.try_track(3, "b", Map::new(), &bounds).is_ok());
+        assert_eq!(
+            p.try_track(4, "c", Map::new(), &bounds).unwrap_err(),
+            PresenceFull::Metas
+        );
+        let big = meta(json!({ "blob": "x".repeat(900) }));
+        assert_eq!(
+            p.try_track(1, "a", big.clone(), &bounds).unwrap_err(),
+            PresenceFull::StateBytes
+        );
+        assert_eq!(p.len(), 3);
+        let before = p.state_bytes();
+        assert!(before <= 1_000);
+        p.untrack(2, "a");
+        p.untrack(3, "b");
+        assert!(
+            p.try_track(1, "a", big, &bounds).is_ok(),
+            "re-track within the budget"
+        );
+        assert!(
+            p.state_bytes() >= p.state_json().len(),
+            "the bound never undercounts"
+        );
     }
 }

@@ -31,6 +31,13 @@ pub struct RateLimitConfig {
     pub flood_rejections_max: u32,
     /// The window of the flood rule, in milliseconds. Default 5,000.
     pub flood_window_ms: u64,
+    /// Messages of `POST /api/broadcast` per second per caller (the user, or the client IP when
+    /// anonymous). Default 100.
+    pub rest_messages_per_s: u32,
+    /// Messages of `POST /api/broadcast` per second per topic, all callers together. Default 500.
+    pub rest_topic_messages_per_s: u32,
+    /// Reads (`GET /api/channels/*/history`, `GET /api/nearby`) per second per caller. Default 20.
+    pub rest_reads_per_s: u32,
 }
 
 impl Default for RateLimitConfig {
@@ -44,6 +51,9 @@ impl Default for RateLimitConfig {
             user_messages_per_s: 300,
             flood_rejections_max: 100,
             flood_window_ms: 5_000,
+            rest_messages_per_s: 100,
+            rest_topic_messages_per_s: 500,
+            rest_reads_per_s: 20,
         }
     }
 }
@@ -60,6 +70,9 @@ impl RateLimitConfig {
             user_messages_per_s: 0,
             flood_rejections_max: 0,
             flood_window_ms: RateLimitConfig::default().flood_window_ms,
+            rest_messages_per_s: 0,
+            rest_topic_messages_per_s: 0,
+            rest_reads_per_s: 0,
         }
     }
 }

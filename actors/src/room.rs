@@ -23,11 +23,15 @@ use crate::config::RoomLimits;
 use crate::history::{CachedPublication, Coverage};
 use crate::metrics::{self as m, DropReason};
 use crate::outbox::{Outbox, PushError};
-use crate::presence::{PresenceDiff, PresenceState};
+use crate::presence::{PresenceBounds, PresenceDiff, PresenceState};
 use crate::registry::RoomRegistry;
 use crate::typing::{TypingOutcome, TypingState};
 use crate::wire::{self, raw};
 use crate::SessionId;
+
+/// Room for the join reply beside `presence_state` when checking that a joiner's queue can take
+/// both, in bytes (the reply is `{"postgres_changes":[],"recovered":…}` plus the envelope).
+const REPLY_BYTES_MAX: usize = 1024;
 
 /// One joined session.
 struct Member {
@@ -100,9 +104,11 @@ impl Actor for Room {
 }
 
 /// Adds a session to the room; the room sends the join reply (then `presence_state`) itself so
-/// that the reply always precedes the room's first message to the member.
+/// that the reply always precedes the room's first message to the member. Answers whether the
+/// session joined: `false` when the room refused it (and sent the error reply itself) or the
+/// member's queue could not take the join.
 #[derive(Message, Clone)]
-#[rtype(result = "()")]
+#[rtype(result = "bool")]
 pub struct Join {
     pub session: SessionId,
     pub user_id: Arc<str>,
@@ -168,34 +174,49 @@ pub struct TypingUpdate {
 }
 
 impl Handler<Join> for Room {
-    type Result = ();
+    type Result = bool;
 
     /// Registers the member, replies ok, sends `presence_state` when presence is enabled, then
-    /// what the member missed when it asked to recover or replay.
-    fn handle(&mut self, msg: Join, _ctx: &mut Self::Context) {
+    /// what the member missed when it asked to recover or replay. A `presence_state` the
+    /// member's queue cannot take is a refusal of the join with a reason, not a slow-consumer
+    /// kill of the joiner.
+    fn handle(&mut self, msg: Join, _ctx: &mut Self::Context) -> bool {
+        let jr = msg.join_ref.as_deref();
+        let state = msg.presence_enabled.then(|| {
+            encode_message(
+                msg.vsn,
+                jr,
+                None,
+                &self.topic,
+                "presence_state",
+                &raw(self.presence.state_json()),
+            )
+        });
+        let state_len = state.as_ref().map_or(0, OutFrame::len);
+        if state_len > 0 && state_len + REPLY_BYTES_MAX > msg.outbox.bytes_free() {
+            m::join("presence_state_too_large");
+            let _ = msg.outbox.push(wire::reply_error(
+                msg.vsn,
+                jr,
+                msg.msg_ref.as_deref(),
+                &self.topic,
+                "PresenceStateTooLarge",
+                "this room's presence state does not fit the connection's outbound queue; join with presence disabled",
+            ));
+            return false;
+        }
         let (recovered, missed, delivered_through) = match &msg.recovery {
             Some(r) => self.plan_recovery(r),
             None => (None, Vec::new(), 0),
-        };
-        let member = Member {
-            outbox: msg.outbox,
-            vsn: msg.vsn,
-            join_ref: msg.join_ref,
-            user_id: msg.user_id,
-            self_broadcast: msg.self_broadcast,
-            presence_enabled: msg.presence_enabled,
-            presence_key: msg.presence_key,
-            delivered_through,
         };
         let response = match recovered {
             Some(r) => format!(r#"{{"postgres_changes":[],"recovered":{r}}}"#),
             None => r#"{"postgres_changes":[]}"#.to_owned(),
         };
-        let jr = member.join_ref.as_deref();
-        let mut ok = member
+        let mut ok = msg
             .outbox
             .push(wire::reply(
-                member.vsn,
+                msg.vsn,
                 jr,
                 msg.msg_ref.as_deref(),
                 &self.topic,
@@ -203,19 +224,8 @@ impl Handler<Join> for Room {
                 &raw(response),
             ))
             .is_ok();
-        if ok && member.presence_enabled {
-            let state = raw(self.presence.state_json());
-            ok = member
-                .outbox
-                .push(encode_message(
-                    member.vsn,
-                    jr,
-                    None,
-                    &self.topic,
-                    "presence_state",
-                    &state,
-                ))
-                .is_ok();
+        if let Some(state) = state.filter(|_| ok) {
+            ok = msg.outbox.push(state).is_ok();
         }
         let replay = msg.recovery.as_ref().is_some_and(|r| r.replay);
         let epoch = msg.recovery.as_ref().and_then(|r| r.epoch.clone());
@@ -230,14 +240,24 @@ impl Handler<Join> for Room {
                 replayed: replay,
             };
             let meta = durable.meta_json();
-            ok = match encode_broadcast(member.vsn, &self.topic, &p.event, &p.body, Some(&meta)) {
-                Some(frame) => member.outbox.push(frame).is_ok(),
+            ok = match encode_broadcast(msg.vsn, &self.topic, &p.event, &p.body, Some(&meta)) {
+                Some(frame) => msg.outbox.push(frame).is_ok(),
                 None => true,
             };
         }
         if !ok {
-            return;
+            return false;
         }
+        let member = Member {
+            outbox: msg.outbox,
+            vsn: msg.vsn,
+            join_ref: msg.join_ref,
+            user_id: msg.user_id,
+            self_broadcast: msg.self_broadcast,
+            presence_enabled: msg.presence_enabled,
+            presence_key: msg.presence_key,
+            delivered_through,
+        };
         self.members_by_vsn[member.vsn.index()] += 1;
         if let Some(old) = self.members.insert(msg.session, member) {
             // The session rejoined without leaving; the newest join wins.
@@ -247,6 +267,7 @@ impl Handler<Join> for Room {
             self.members_by_vsn.iter().sum::<usize>(),
             self.members.len()
         );
+        true
     }
 }
 
@@ -321,28 +342,63 @@ impl Handler<Deliver> for Room {
 impl Handler<PresenceUpdate> for Room {
     type Result = ();
 
-    /// Tracks or untracks the member's presence, replies ok, and sends the diff.
+    /// Tracks or untracks the member's presence, replies (an error when the room's presence
+    /// is full), and sends the diff.
     fn handle(&mut self, msg: PresenceUpdate, _ctx: &mut Self::Context) {
-        let Some(member) = self.members.get_mut(&msg.session) else {
+        let Some(member) = self.members.get(&msg.session) else {
             return;
         };
         // Tracking turns presence on for this member, as it does in Supabase.
         let first_enable = msg.track.is_some() && !member.presence_enabled;
-        member.presence_enabled |= msg.track.is_some();
         let (vsn, jr, key) = (
             member.vsn,
             member.join_ref.clone(),
             member.presence_key.clone(),
         );
         let outbox = member.outbox.clone();
+        let state_before = first_enable.then(|| raw(self.presence.state_json()));
+        let state_len = state_before.as_ref().map_or(0, |s| s.get().len());
+        if state_len > 0 && state_len + REPLY_BYTES_MAX > outbox.bytes_free() {
+            let _ = outbox.push(wire::reply_error(
+                vsn,
+                jr.as_deref(),
+                msg.msg_ref.as_deref(),
+                &self.topic,
+                "PresenceStateTooLarge",
+                "this room's presence state does not fit the connection's outbound queue",
+            ));
+            return;
+        }
+        let bounds = self.presence_bounds();
+        let diff = match msg.track {
+            Some(meta) => self.presence.try_track(msg.session, &key, meta, &bounds),
+            None => Ok(self.presence.untrack(msg.session, &key)),
+        };
+        let diff = match diff {
+            Ok(diff) => diff,
+            Err(full) => {
+                m::protocol_error("PresenceLimitReached");
+                let _ = outbox.push(wire::reply_error(
+                    vsn,
+                    jr.as_deref(),
+                    msg.msg_ref.as_deref(),
+                    &self.topic,
+                    "PresenceLimitReached",
+                    &full.to_string(),
+                ));
+                return;
+            }
+        };
+        if let Some(member) = self.members.get_mut(&msg.session) {
+            member.presence_enabled |= first_enable;
+        }
         let _ = outbox.push(wire::reply_ok(
             vsn,
             jr.as_deref(),
             msg.msg_ref.as_deref(),
             &self.topic,
         ));
-        if first_enable {
-            let state = raw(self.presence.state_json());
+        if let Some(state) = state_before {
             let _ = outbox.push(encode_message(
                 vsn,
                 jr.as_deref(),
@@ -352,10 +408,6 @@ impl Handler<PresenceUpdate> for Room {
                 &state,
             ));
         }
-        let diff = match msg.track {
-            Some(meta) => self.presence.track(msg.session, &key, meta),
-            None => self.presence.untrack(msg.session, &key),
-        };
         self.send_presence_diff(&diff);
     }
 }
@@ -384,6 +436,14 @@ impl Handler<TypingUpdate> for Room {
 }
 
 impl Room {
+    fn presence_bounds(&self) -> PresenceBounds {
+        PresenceBounds {
+            metas_per_key_max: self.limits.presence_metas_per_key_max,
+            metas_max: self.limits.presence_metas_max,
+            state_bytes_max: self.limits.presence_state_bytes_max,
+        }
+    }
+
     /// Frames for a publication, per version (`None`: cannot be sent to that version).
     fn encode_publication(&self, p: &Publication) -> [Option<OutFrame>; 2] {
         let meta = p.durable.as_ref().map(Durable::meta_json);

@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use bytes::Bytes;
 use locus_protocol::{
-    decode_binary, decode_text, salvage_target, InboundFrame, Payload, Vsn, PHOENIX_TOPIC,
+    decode_binary, decode_text, salvage_binary_target, salvage_target, InboundFrame, Payload, Vsn,
+    PHOENIX_TOPIC,
 };
 use locus_storage::Storage;
 use serde::Deserialize;
@@ -43,6 +44,7 @@ use crate::metrics as m;
 use crate::outbox::Outbox;
 use crate::rate_limit::ConnectionLimiter;
 use crate::room::{Join, Leave, PresenceUpdate, Recovery, Room, TypingUpdate};
+use crate::slots::ConnectionSlots;
 use crate::storage_writer::DurableError;
 use crate::wire::{self, raw};
 use crate::SessionId;
@@ -51,6 +53,11 @@ use crate::SessionId;
 const EXPIRY_TIMER_S_MAX: u64 = 24 * 3600;
 /// A join retries this many times when the room it found stopped in between.
 const JOIN_ATTEMPTS_MAX: usize = 3;
+/// The name of an anonymous connection (and of one opened with a key without `sub`).
+pub fn anon_name(id: SessionId) -> Arc<str> {
+    Arc::from(format!("anon-{id}"))
+}
+
 /// The prefix every channel topic carries.
 pub const TOPIC_PREFIX: &str = "realtime:";
 
@@ -94,8 +101,8 @@ struct Channel {
 pub struct UserSession {
     pub(crate) id: SessionId,
     pub(crate) identity: Identity,
-    /// The user whose connection count this session holds (authenticated at connect).
-    counted_user: Option<Arc<str>>,
+    /// The connection slots this session holds (server, IP, user); released when it stops.
+    slots: ConnectionSlots,
     limiter: ConnectionLimiter,
     expiry_timer: Option<SpawnHandle>,
     pub(crate) vsn: Vsn,
@@ -118,7 +125,7 @@ impl UserSession {
         UserSession {
             id,
             identity,
-            counted_user: None,
+            slots: ConnectionSlots::default(),
             limiter: ConnectionLimiter::new(&engine.security.rate_limits),
             expiry_timer: None,
             vsn,
@@ -134,10 +141,10 @@ impl UserSession {
         &self.engine.session_limits
     }
 
-    /// This session holds one of `user`'s `connections_per_user_max` slots (taken by the
-    /// caller) and gives it back when it stops.
-    pub fn counting(mut self, user: Arc<str>) -> Self {
-        self.counted_user = Some(user);
+    /// The connection slots the caller took when it admitted the connection; this session
+    /// gives them back when it stops.
+    pub fn holding(mut self, slots: ConnectionSlots) -> Self {
+        self.slots = slots;
         self
     }
 }
@@ -174,9 +181,7 @@ impl Actor for UserSession {
         }
         self.outbox.close(CloseCode::Normal);
         self.engine.sessions.remove(self.id);
-        if let Some(user) = self.counted_user.take() {
-            self.engine.security.remove_connection(&user);
-        }
+        self.slots = ConnectionSlots::default();
         m::connections().decrement(1.0);
         Running::Stop
     }
@@ -188,20 +193,29 @@ impl StreamHandler<SocketEvent> for UserSession {
         match event {
             SocketEvent::Text(text) => match decode_text(&text) {
                 Ok(frame) => self.dispatch(frame, ctx),
-                Err(e) => self.malformed(salvage_target(&text), &e.to_string()),
+                Err(e) => self.malformed(salvage_target(&text), &e.to_string(), ctx),
             },
+            SocketEvent::Binary(_) if self.vsn == Vsn::V1 => {
+                self.malformed(None, "binary frames need vsn=2.0.0", ctx)
+            }
             SocketEvent::Binary(data) => match decode_binary(&data) {
                 Ok(frame) => self.dispatch(frame, ctx),
-                Err(e) => self.malformed(None, &e.to_string()),
+                Err(e) => self.malformed(salvage_binary_target(&data), &e.to_string(), ctx),
             },
-            SocketEvent::Ping(data) => self.outbox.pong(data),
+            // Pings take a token like any frame: a ping flood is refused (no pong) and counts
+            // toward the flood rule.
+            SocketEvent::Ping(data) => {
+                if self.take_token("ping", PHOENIX_TOPIC, ctx).is_ok() {
+                    self.outbox.pong(data);
+                }
+            }
             SocketEvent::Close => self.close(CloseCode::Normal, ctx),
             SocketEvent::FrameTooBig => {
-                self.malformed(None, "frame larger than session.frame_bytes_max");
+                self.malformed(None, "frame larger than session.frame_bytes_max", ctx);
                 self.close(CloseCode::MessageTooBig, ctx);
             }
             SocketEvent::ProtocolError(e) => {
-                self.malformed(None, &e);
+                self.malformed(None, &e, ctx);
                 self.close(CloseCode::Normal, ctx);
             }
         }
@@ -316,6 +330,13 @@ impl UserSession {
     /// Routes one decoded client frame.
     fn dispatch(&mut self, frame: InboundFrame, ctx: &mut Context<Self>) {
         m::message_in(&frame.event);
+        let max = self.limits().ref_bytes_max;
+        let ref_len = |r: &Option<String>| r.as_ref().map_or(0, String::len);
+        if ref_len(&frame.join_ref).max(ref_len(&frame.msg_ref)) > max {
+            // Not echoed back: a reply carrying the oversized ref is what must not be built.
+            let error = format!("ref and join_ref are at most {max} bytes (session.ref_bytes_max)");
+            return self.malformed(None, &error, ctx);
+        }
         let result = self
             .admit(&frame, ctx)
             .and_then(|()| self.route(&frame, ctx));
@@ -333,31 +354,13 @@ impl UserSession {
     }
 
     /// Rate limits and payload size, before any routing. Heartbeats are exempt: refusing one
-    /// would only get a well-behaved client disconnected for silence.
+    /// would only get a well-behaved client disconnected for silence. Every other frame on
+    /// `phoenix` (`access_token` verifies a signature) is limited like the rest.
     fn admit(&mut self, frame: &InboundFrame, ctx: &mut Context<Self>) -> Result<(), Refusal> {
-        if frame.topic == PHOENIX_TOPIC {
+        if frame.topic == PHOENIX_TOPIC && frame.event == "heartbeat" {
             return Ok(());
         }
-        let security = self.engine.security.clone();
-        if let Err(limited) = self.limiter.check(
-            &frame.event,
-            &self.identity.user_id,
-            security.users.as_deref(),
-        ) {
-            m::rate_limited(limited.reason());
-            let (code, message) = limited.message();
-            if self.limiter.rejected() {
-                self.push(wire::system(
-                    self.vsn,
-                    &frame.topic,
-                    false,
-                    "system",
-                    message,
-                ));
-                self.close(CloseCode::Flooding, ctx);
-            }
-            return Err(refuse(code, message));
-        }
+        self.take_token(&frame.event, &frame.topic, ctx)?;
         let size = match &frame.payload {
             Payload::Json(raw) => raw.get().len(),
             Payload::UserBroadcast(b) => b.payload.len(),
@@ -370,6 +373,30 @@ impl UserSession {
             ));
         }
         Ok(())
+    }
+
+    /// Takes one token of the connection's (and its user's) buckets for `event`; a connection
+    /// that keeps being refused is told why on `topic` and closed with 4029.
+    fn take_token(
+        &mut self,
+        event: &str,
+        topic: &str,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), Refusal> {
+        let security = self.engine.security.clone();
+        // Anonymous connections have no user bucket: their connection bucket is the same
+        // thing, and a key per anonymous connection would only grow the keyed map.
+        let users = security.users.as_deref().filter(|_| self.identity.has_user);
+        let Err(limited) = self.limiter.check(event, &self.identity.user_id, users) else {
+            return Ok(());
+        };
+        m::rate_limited(limited.reason());
+        let (code, message) = limited.message();
+        if self.limiter.rejected() {
+            self.push(wire::system(self.vsn, topic, false, "system", message));
+            self.close(CloseCode::Flooding, ctx);
+        }
+        Err(refuse(code, message))
     }
 
     fn route(&mut self, frame: &InboundFrame, ctx: &mut Context<Self>) -> Result<(), Refusal> {
@@ -415,9 +442,22 @@ impl UserSession {
 
     fn join(&mut self, frame: &InboundFrame, ctx: &mut Context<Self>) -> Result<(), Refusal> {
         self.check_topic(&frame.topic)?;
-        let (config, token) = match json_payload::<JoinPayload>(&frame.payload) {
+        let (mut config, token) = match json_payload::<JoinPayload>(&frame.payload) {
             Ok(p) => (p.config, p.access_token),
             Err(e) => return Err(refuse("MalformedJoin", e)),
+        };
+        let presence_key = match config.presence.key.take() {
+            Some(k) if k.len() > self.limits().presence_key_bytes_max => {
+                let max = self.limits().presence_key_bytes_max;
+                return Err(refuse(
+                    "PresenceKeyTooLong",
+                    format!(
+                        "presence keys are at most {max} bytes (session.presence_key_bytes_max)"
+                    ),
+                ));
+            }
+            Some(k) if !k.is_empty() => k,
+            _ => crate::presence::generated_key(),
         };
         if let Some(token) = token.filter(|t| !t.is_empty()) {
             self.adopt_token(&token, ctx).map_err(|e| {
@@ -446,10 +486,7 @@ impl UserSession {
                 format!("at most {max} channels per connection"),
             ));
         }
-        let presence_key = match config.presence.key {
-            Some(k) if !k.is_empty() => k,
-            _ => crate::presence::generated_key(),
-        };
+
         let join = Join {
             session: self.id,
             user_id: self.identity.user_id.clone(),
@@ -480,7 +517,9 @@ impl UserSession {
             for _ in 0..JOIN_ATTEMPTS_MAX {
                 let room = rooms.get_or_start(&room_topic);
                 match room.send(join.clone()).await {
-                    Ok(()) => return Ok(room),
+                    Ok(true) => return Ok(Some(room)),
+                    // The room refused the join and told the client why.
+                    Ok(false) => return Ok(None),
                     // The room stopped between lookup and send (its last member just left).
                     Err(MailboxError::Closed) => rooms.remove(&room_topic, &room),
                     Err(e) => return Err(e),
@@ -494,7 +533,8 @@ impl UserSession {
             joining
                 .into_actor(self)
                 .map(move |result, act, _ctx| match result {
-                    Ok(room) => {
+                    Ok(None) => {}
+                    Ok(Some(room)) => {
                         m::join("ok");
                         let ch = Channel {
                             topic: Arc::from(topic.as_str()),
@@ -741,10 +781,12 @@ impl UserSession {
     }
 
     fn typing(&mut self, frame: &InboundFrame) -> Result<(), Refusal> {
-        let room = {
+        let (room, private) = {
             let ch = self.joined(frame)?;
-            ch.room.clone()
+            (ch.room.clone(), ch.private)
         };
+        // Typing writes to the channel: a read-only member may not announce it.
+        self.authorize(&frame.topic, private, Action::Broadcast)?;
         // Accept `{"typing": b}` and realtime-js's `send({type: "typing", payload: {typing: b}})`.
         let typing = match json_payload::<TypingPayload>(&frame.payload) {
             Ok(TypingPayload {
@@ -790,13 +832,30 @@ impl UserSession {
     }
 
     /// Verifies `token` and makes it the connection's identity. A connection may move from
-    /// anonymous to a user, and refresh its token, but not switch users.
+    /// anonymous (or a key without `sub`) to a user, taking one of that user's connection
+    /// slots, and refresh its token, but not switch users.
     fn adopt_token(&mut self, token: &str, ctx: &mut Context<Self>) -> Result<(), AuthError> {
-        let id = self.engine.security.auth.verify(token)?;
-        if self.identity.exp_s.is_some() && id.user_id != self.identity.user_id {
+        let id = self
+            .engine
+            .security
+            .auth
+            .verify(token)?
+            .or_named(anon_name(self.id));
+        if self.identity.has_user && id.has_user && id.user_id != self.identity.user_id {
             return Err(AuthError::Invalid(
                 "the token is for another user than this connection's".into(),
             ));
+        }
+        if !id.has_user {
+            self.slots.user = None;
+        } else if self.slots.user.is_none() {
+            let max = self.limits().connections_per_user_max;
+            let slot = self
+                .engine
+                .security
+                .user_slots
+                .take(id.user_id.clone(), max);
+            self.slots.user = Some(slot.ok_or(AuthError::ConnectionLimitReached(max))?);
         }
         self.identity = id;
         self.schedule_expiry(ctx);
@@ -884,25 +943,42 @@ impl UserSession {
         }));
     }
 
-    fn malformed(&mut self, target: Option<(Option<String>, Option<String>, String)>, error: &str) {
+    /// Answers a frame that could not be decoded: an error reply where the frame names a topic
+    /// and ref, a `system` message otherwise. The connection stays open. Malformed frames take
+    /// a rate-limit token too, so a stream of garbage ends in 4029 like any flood.
+    fn malformed(
+        &mut self,
+        target: Option<(Option<String>, Option<String>, String)>,
+        error: &str,
+        ctx: &mut Context<Self>,
+    ) {
         m::protocol_error("MalformedMessage");
         tracing::debug!(session = self.id, error, "malformed frame");
+        let error = match self.take_token("malformed", PHOENIX_TOPIC, ctx) {
+            Ok(()) => format!("MalformedMessage: {error}"),
+            Err(refusal) => format!("{}: {}", refusal.code, refusal.message),
+        };
+        let (code, detail) = error.split_once(": ").unwrap_or(("MalformedMessage", ""));
+        // Only a target within the bounds is echoed back.
+        let l = self.limits();
+        let fits = |r: &Option<String>| r.as_ref().is_none_or(|r| r.len() <= l.ref_bytes_max);
         let frame = match target {
-            Some((join_ref, msg_ref, topic)) if msg_ref.is_some() => wire::reply_error(
-                self.vsn,
-                join_ref.as_deref(),
-                msg_ref.as_deref(),
-                &topic,
-                "MalformedMessage",
-                error,
-            ),
-            _ => wire::system(
-                self.vsn,
-                PHOENIX_TOPIC,
-                false,
-                "system",
-                &format!("MalformedMessage: {error}"),
-            ),
+            Some((join_ref, msg_ref, topic))
+                if msg_ref.is_some()
+                    && fits(&msg_ref)
+                    && fits(&join_ref)
+                    && topic.len() <= l.topic_bytes_max =>
+            {
+                wire::reply_error(
+                    self.vsn,
+                    join_ref.as_deref(),
+                    msg_ref.as_deref(),
+                    &topic,
+                    code,
+                    detail,
+                )
+            }
+            _ => wire::system(self.vsn, PHOENIX_TOPIC, false, "system", &error),
         };
         self.push(frame);
     }

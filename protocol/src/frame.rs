@@ -59,6 +59,8 @@ pub enum DecodeError {
     UnknownEncoding(u8),
     #[error("a binary frame field is not UTF-8")]
     NotUtf8,
+    #[error("binary broadcast metadata is not a JSON object")]
+    BadMetadata,
 }
 
 /// A reference as clients send it: Phoenix sends strings, some clients numbers.
@@ -138,6 +140,50 @@ fn classify_json_error(e: &serde_json::Error, text: &str) -> DecodeError {
 /// `type | join_ref_len | ref_len | topic_len | event_len | metadata_len | encoding |
 ///  join_ref | ref | topic | event | metadata | payload`.
 pub fn decode_binary(data: &[u8]) -> Result<InboundFrame, DecodeError> {
+    let (encoding, fields, rest) = binary_fields(data)?;
+    let text = |b: &[u8]| {
+        std::str::from_utf8(b)
+            .map(str::to_owned)
+            .map_err(|_| DecodeError::NotUtf8)
+    };
+    let opt = |b: &[u8]| -> Result<Option<String>, DecodeError> {
+        if b.is_empty() {
+            Ok(None)
+        } else {
+            text(b).map(Some)
+        }
+    };
+    // The metadata is the client's JSON object (realtime-js sends `{}` or nothing); anything
+    // else is a malformed push, answered rather than ignored.
+    let metadata = fields[4];
+    if !metadata.is_empty()
+        && serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(metadata).is_err()
+    {
+        return Err(DecodeError::BadMetadata);
+    }
+    if encoding == PayloadEncoding::Json
+        && serde_json::from_slice::<serde::de::IgnoredAny>(rest).is_err()
+    {
+        return Err(DecodeError::NotJson(
+            "binary broadcast payload marked JSON is not JSON".into(),
+        ));
+    }
+    Ok(InboundFrame {
+        join_ref: opt(fields[0])?,
+        msg_ref: opt(fields[1])?,
+        topic: text(fields[2])?,
+        event: "broadcast".to_owned(),
+        payload: Payload::UserBroadcast(UserBroadcast {
+            event: text(fields[3])?,
+            encoding,
+            payload: Bytes::copy_from_slice(rest),
+        }),
+    })
+}
+
+/// The header of a binary push: its encoding, its five length-prefixed fields (join_ref, ref,
+/// topic, event, metadata) and the payload after them.
+fn binary_fields(data: &[u8]) -> Result<(PayloadEncoding, [&[u8]; 5], &[u8]), DecodeError> {
     let (&kind, _) = data.split_first().ok_or(DecodeError::Truncated)?;
     if kind != BINARY_USER_BROADCAST_PUSH {
         return Err(DecodeError::UnknownBinaryType(kind));
@@ -161,36 +207,22 @@ pub fn decode_binary(data: &[u8]) -> Result<InboundFrame, DecodeError> {
         *field = head;
         rest = tail;
     }
-    let text = |b: &[u8]| {
-        std::str::from_utf8(b)
-            .map(str::to_owned)
-            .map_err(|_| DecodeError::NotUtf8)
-    };
-    let opt = |b: &[u8]| -> Result<Option<String>, DecodeError> {
+    Ok((encoding, fields, rest))
+}
+
+/// Where to send an error reply for a binary push that failed to decode:
+/// `(join_ref, ref, topic)` when its header and those fields are readable.
+pub fn salvage_binary_target(data: &[u8]) -> Option<(Option<String>, Option<String>, String)> {
+    let (_, fields, _) = binary_fields(data).ok()?;
+    let text = |b: &[u8]| std::str::from_utf8(b).ok().map(str::to_owned);
+    let opt = |b: &[u8]| {
         if b.is_empty() {
-            Ok(None)
+            Some(None)
         } else {
             text(b).map(Some)
         }
     };
-    if encoding == PayloadEncoding::Json
-        && serde_json::from_slice::<serde::de::IgnoredAny>(rest).is_err()
-    {
-        return Err(DecodeError::NotJson(
-            "binary broadcast payload marked JSON is not JSON".into(),
-        ));
-    }
-    Ok(InboundFrame {
-        join_ref: opt(fields[0])?,
-        msg_ref: opt(fields[1])?,
-        topic: text(fields[2])?,
-        event: "broadcast".to_owned(),
-        payload: Payload::UserBroadcast(UserBroadcast {
-            event: text(fields[3])?,
-            encoding,
-            payload: Bytes::copy_from_slice(rest),
-        }),
-    })
+    Some((opt(fields[0])?, opt(fields[1])?, text(fields[2])?))
 }
 
 /// Best effort to find where to send an error reply for a frame that failed to decode:
@@ -289,6 +321,31 @@ mod tests {
             decode_binary(&[3, 0, 0, 0, 0, 0, 7]).unwrap_err(),
             DecodeError::UnknownEncoding(7)
         );
+    }
+
+    /// A binary push whose metadata is not a JSON object is refused, with its reply target
+    /// still readable so the client gets an error reply.
+    #[test]
+    fn binary_metadata_must_be_a_json_object() {
+        let push = |metadata: &[u8]| {
+            let mut frame = vec![3, 1, 1, 10, 4, metadata.len() as u8, 1];
+            frame.extend_from_slice(b"12realtime:ahey!");
+            frame.extend_from_slice(metadata);
+            frame.extend_from_slice(br#"{"a":1}"#);
+            frame
+        };
+        assert!(decode_binary(&push(b"")).is_ok());
+        assert!(decode_binary(&push(b"{}")).is_ok());
+        for bad in [&b"[1]"[..], b"nope", b"7", b"{"] {
+            assert_eq!(
+                decode_binary(&push(bad)).unwrap_err(),
+                DecodeError::BadMetadata
+            );
+            assert_eq!(
+                salvage_binary_target(&push(bad)),
+                Some((Some("1".into()), Some("2".into()), "realtime:a".into()))
+            );
+        }
     }
 
     #[test]

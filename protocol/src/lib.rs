@@ -13,8 +13,8 @@ pub mod frame;
 
 pub use encode::{encode_message, encode_user_broadcast, OutFrame};
 pub use frame::{
-    decode_binary, decode_text, salvage_target, DecodeError, InboundFrame, Payload,
-    PayloadEncoding, UserBroadcast,
+    decode_binary, decode_text, salvage_binary_target, salvage_target, DecodeError, InboundFrame,
+    Payload, PayloadEncoding, UserBroadcast,
 };
 
 /// Protocol version negotiated by the `vsn` query parameter of the socket URL.

@@ -21,6 +21,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::http::error::ApiError;
+use crate::http::limits::Caller;
 use crate::AppState;
 
 #[derive(Deserialize)]
@@ -61,11 +62,22 @@ pub(crate) fn caller(req: &actix_web::HttpRequest, state: &AppState) -> Result<I
 
 /// Whether the caller may broadcast on `topic`: 403 `Unauthorized` otherwise.
 fn authorize(state: &AppState, who: &Identity, topic: &str, private: bool) -> Result<(), ApiError> {
+    authorize_action(state, who, topic, private, Action::Broadcast)
+}
+
+/// Whether the caller may do `action` on `topic` under the topic rules: 403 `Unauthorized`.
+pub(crate) fn authorize_action(
+    state: &AppState,
+    who: &Identity,
+    topic: &str,
+    private: bool,
+    action: Action,
+) -> Result<(), ApiError> {
     state
         .engine
         .security
         .auth
-        .authorize(who, topic, private, Action::Broadcast)
+        .authorize(who, topic, private, action)
         .map_err(|denied| {
             locus_actors::metrics::auth_failure("Unauthorized");
             ApiError::new(StatusCode::FORBIDDEN, "Unauthorized", &denied.0)
@@ -78,6 +90,7 @@ pub async fn broadcast(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let who = caller(&req, &state)?;
+    let limited = Caller::of(&req, &who);
     let messages = body.into_inner().messages;
     let max = state.config.http.broadcast_messages_max;
     if messages.is_empty() || messages.len() > max {
@@ -86,6 +99,7 @@ pub async fn broadcast(
             &format!("messages must hold 1..={max} entries"),
         ));
     }
+    state.limits.messages(&limited, messages.len())?;
     let topic_max = state.engine.session_limits.topic_bytes_max;
     let mut publications = Vec::with_capacity(messages.len());
     for (i, msg) in messages.into_iter().enumerate() {
@@ -99,6 +113,11 @@ pub async fn broadcast(
             Some(p) => Arc::from(p),
             None => Arc::from(locus_actors::wire::raw("{}".into())),
         };
+        check_payload(&state, &msg.event, payload.get().len()).map_err(|e| ApiError {
+            message: format!("messages[{i}]: {}", e.message),
+            ..e
+        })?;
+        state.limits.topic(&limited, &topic)?;
         publications.push(Publication {
             topic: Arc::from(topic),
             event: msg.event,
@@ -164,16 +183,13 @@ pub async fn broadcast_event(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let who = caller(&req, &state)?;
+    let limited = Caller::of(&req, &who);
     let EventPath { topic, event } = path.into_inner();
     let topic = full_topic(topic, state.engine.session_limits.topic_bytes_max)?;
     authorize(&state, &who, &topic, false)?;
-    if body.len() > state.config.http.body_bytes_max {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "BodyTooLarge",
-            "body exceeds http.body_bytes_max",
-        ));
-    }
+    check_payload(&state, &event, body.len())?;
+    state.limits.messages(&limited, 1)?;
+    state.limits.topic(&limited, &topic)?;
     let binary = req
         .headers()
         .get(actix_web::http::header::CONTENT_TYPE)
@@ -203,8 +219,23 @@ pub async fn broadcast_event(
     Ok(HttpResponse::Accepted().finish())
 }
 
+/// A REST publication is bounded like a socket one: its event and payload together by
+/// `session.payload_bytes_max` (a socket broadcast's payload holds both), so one request can
+/// never build a frame that no member queue can take.
+fn check_payload(state: &AppState, event: &str, payload_bytes: usize) -> Result<(), ApiError> {
+    let max = state.engine.session_limits.payload_bytes_max;
+    if event.len() + payload_bytes > max {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PayloadTooLarge",
+            &format!("payloads are at most {max} bytes (session.payload_bytes_max)"),
+        ));
+    }
+    Ok(())
+}
+
 /// Adds the `realtime:` prefix when missing and checks the length.
-fn full_topic(topic: String, topic_max: usize) -> Result<String, ApiError> {
+pub(crate) fn full_topic(topic: String, topic_max: usize) -> Result<String, ApiError> {
     let topic = if topic.starts_with(TOPIC_PREFIX) {
         topic
     } else {

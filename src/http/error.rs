@@ -12,6 +12,8 @@ pub struct ApiError {
     /// Stable CamelCase code.
     pub code: &'static str,
     pub message: String,
+    /// Seconds after which a refused caller may retry, sent as `Retry-After`.
+    pub retry_after_s: Option<u64>,
 }
 
 impl ApiError {
@@ -20,6 +22,15 @@ impl ApiError {
             status,
             code,
             message: message.to_owned(),
+            retry_after_s: None,
+        }
+    }
+
+    /// 429 `RateLimited`, retry after `retry_after_s`.
+    pub fn rate_limited(message: &str, retry_after_s: u64) -> Self {
+        ApiError {
+            retry_after_s: Some(retry_after_s),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "RateLimited", message)
         }
     }
 
@@ -53,8 +64,11 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status)
-            .json(json!({ "error": { "code": self.code, "message": self.message } }))
+        let mut response = HttpResponse::build(self.status);
+        if let Some(s) = self.retry_after_s {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, s));
+        }
+        response.json(json!({ "error": { "code": self.code, "message": self.message } }))
     }
 }
 

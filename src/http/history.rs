@@ -4,14 +4,16 @@
 //! Answers `{"topic","epoch","first_offset","next_offset","messages":[{"offset","event",
 //! "payload","id","user_id","created_at"}]}`; binary payloads come as `payload_base64`.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine as _;
-use locus_actors::user_session::TOPIC_PREFIX;
+use locus_actors::auth::Action;
 use locus_storage::{Encoding, Storage};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::http::broadcast::{authorize_action, caller, full_topic};
 use crate::http::error::ApiError;
+use crate::http::limits::Caller;
 use crate::AppState;
 
 #[derive(Deserialize)]
@@ -19,19 +21,27 @@ pub struct HistoryQuery {
     #[serde(default)]
     since_offset: u64,
     limit: Option<usize>,
+    /// Read as a private channel would (`config.private` of a join).
+    #[serde(default)]
+    private: bool,
 }
 
+/// Reading history is reading the channel: the caller's token (`Authorization: Bearer` or
+/// `apikey`) must be allowed to join the topic (401 without an acceptable token, 403 when a
+/// rule refuses), and reads are rate-limited per caller.
 pub async fn history(
+    req: HttpRequest,
     path: web::Path<String>,
     query: web::Query<HistoryQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let name = path.into_inner();
-    let topic = if name.starts_with(TOPIC_PREFIX) {
-        name
-    } else {
-        format!("{TOPIC_PREFIX}{name}")
-    };
+    let who = caller(&req, &state)?;
+    let topic = full_topic(
+        path.into_inner(),
+        state.engine.session_limits.topic_bytes_max,
+    )?;
+    authorize_action(&state, &who, &topic, query.private, Action::Join)?;
+    state.limits.read(&Caller::of(&req, &who))?;
     let storage = state.engine.durable(&topic).ok_or_else(|| {
         ApiError::new(
             actix_web::http::StatusCode::NOT_FOUND,

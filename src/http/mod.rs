@@ -5,6 +5,7 @@ pub mod error;
 pub mod health;
 pub mod history;
 pub mod jobs;
+pub mod limits;
 pub mod metrics;
 pub mod nearby;
 pub mod sign_in;

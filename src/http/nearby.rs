@@ -2,13 +2,15 @@
 //! of a point, nearest first, each with `distance_m` (an index range per covering cell, then
 //! the exact distance). Bad parameters answer 400 with the JSON error shape.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use locus_geo::Point;
 use locus_storage::{NearbyQuery, Storage};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::http::broadcast::caller;
 use crate::http::error::ApiError;
+use crate::http::limits::Caller;
 use crate::AppState;
 
 /// Messages returned when the query gives no `limit`.
@@ -39,9 +41,13 @@ fn number(name: &str, v: &Option<String>) -> Result<f64, ApiError> {
 }
 
 pub async fn nearby(
+    req: HttpRequest,
     params: web::Query<NearbyParams>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    // Each query can hold a pool connection for several index scans: limited per caller.
+    let who = caller(&req, &state)?;
+    state.limits.read(&Caller::of(&req, &who))?;
     let geo = &state.config.geo;
     let center = Point::new(number("lat", &params.lat)?, number("lng", &params.lng)?)
         .map_err(|e| ApiError::bad_request("InvalidParameter", &e.to_string()))?;

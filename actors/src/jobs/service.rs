@@ -280,6 +280,15 @@ pub enum WebhookOutcome {
 }
 
 impl Jobs {
+    /// Forgets the per-owner job buckets that are full again, so the keyed map holds only
+    /// owners active within the last minute. Run on a timer.
+    pub fn prune_limiters(&self) {
+        if let Some(limiter) = &self.shared.per_minute {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
+
     /// Starts the job writer and supervisor on the current arbiter (the provider clients are
     /// built here and stay on it) and picks up stalled jobs.
     pub fn start(
@@ -501,11 +510,14 @@ impl Jobs {
         headers: &WebhookHeaders<'_>,
         body: &[u8],
     ) -> Result<WebhookOutcome, JobError> {
-        let label = |outcome: &'static str| m::webhook(provider, outcome);
         let Some(info) = self.shared.providers.get(provider) else {
-            label("unknown_provider");
+            // The path is the caller's: labelled with one fixed value, never with the name
+            // (each distinct name would be a permanent series).
+            m::webhook(m::UNKNOWN_PROVIDER_LABEL, "unknown_provider");
             return Err(JobError::UnknownWebhookProvider);
         };
+        // A configured provider's name: a bounded label.
+        let label = |outcome: &'static str| m::webhook(&info.name, outcome);
         let secret = info
             .webhook_secret
             .as_deref()
