@@ -6,68 +6,14 @@ mod common;
 
 use std::time::Duration;
 
+use common::auth_kit::{
+    auth_server, connect_with, now_s, reason, refused_handshake, token, token_for, SECRET,
+};
 use common::{Client, Received, TestServer, Vsn};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
-use locus_actors::auth::{Action, AuthConfig, TopicPolicy};
+use locus_actors::auth::{Action, TopicPolicy};
 use locus_actors::rate_limit::RateLimitConfig;
 use serde_json::json;
-
-const SECRET: &str = "locus-test-secret-of-a-decent-length";
-
-fn now_s() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn token_for(sub: &str, exp: u64, secret: &str) -> String {
-    encode(
-        &Header::new(Algorithm::HS256),
-        &json!({"sub": sub, "exp": exp, "role": "authenticated"}),
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .unwrap()
-}
-
-fn token(sub: &str) -> String {
-    token_for(sub, now_s() + 3_600, SECRET)
-}
-
-fn auth_server(allow_anonymous: bool, policies: Vec<TopicPolicy>) -> TestServer {
-    TestServer::start_with(move |c| {
-        c.auth = AuthConfig {
-            jwt_secret: SECRET.into(),
-            allow_anonymous,
-            policies,
-            ..AuthConfig::default()
-        };
-    })
-}
-
-async fn connect_with(server: &TestServer, token: &str) -> Client {
-    let url = format!("{}&apikey={token}", server.ws_url("2.0.0"));
-    Client::connect(&url, Vsn::V2).await
-}
-
-/// The HTTP status and body of a refused WebSocket handshake.
-async fn refused_handshake(url: &str) -> (u16, String) {
-    match tokio_tungstenite::connect_async(url).await {
-        Ok(_) => panic!("handshake to {url} was accepted"),
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => (
-            resp.status().as_u16(),
-            String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).into_owned(),
-        ),
-        Err(e) => panic!("unexpected handshake error {e}"),
-    }
-}
-
-fn reason(m: &common::Msg) -> String {
-    m.payload["response"]["reason"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_refuses_missing_expired_and_tampered_tokens() {

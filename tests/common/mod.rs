@@ -2,6 +2,7 @@
 //! real protocol over loopback WebSockets (both versions) and HTTP.
 #![allow(dead_code)]
 
+pub mod auth_kit;
 pub mod fake_provider;
 pub mod jobs_kit;
 pub mod process;
