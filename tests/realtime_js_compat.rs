@@ -2,6 +2,9 @@
 //! subscribe, broadcast with ack, binary broadcast, presence with an in-place update, REST
 //! broadcast (`httpSend` and the `send()` fallback), on both protocol versions.
 //!
+//! And `@supabase/supabase-js` as apps use it: the project's anon key in `createClient`, the
+//! signed-in user's token through `realtime.setAuth` or the `accessToken` option.
+//!
 //! Needs `node` and `tests/compat/node_modules` (the README's test command installs them).
 
 mod common;
@@ -9,27 +12,58 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
+use common::auth_kit::{now_s, token, token_with, SECRET};
 use common::TestServer;
+use serde_json::json;
 
-fn run_client(server: &TestServer, vsn: &str) {
+/// Runs `script` of tests/compat under node with `args`; fails the test with its output.
+fn run_node(script: &str, args: &[String]) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat");
     assert!(
-        dir.join("node_modules/@supabase/realtime-js").exists(),
+        dir.join("node_modules/@supabase/supabase-js").exists(),
         "run `npm ci --prefix tests/compat` first (scripts/test.sh does)"
     );
     let out = Command::new("node")
-        .arg(dir.join("realtime_js.cjs"))
-        .arg(format!("http://{}", server.addr))
-        .arg(vsn)
+        .arg(dir.join(script))
+        .args(args)
         .current_dir(&dir)
         .output()
         .expect("node runs");
     assert!(
         out.status.success(),
-        "realtime-js failed on vsn {vsn}:\n{}\n{}",
+        "{script} {args:?} failed:\n{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+fn run_client(server: &TestServer, vsn: &str) {
+    run_node(
+        "realtime_js.cjs",
+        &[format!("http://{}", server.addr), vsn.to_owned()],
+    );
+}
+
+/// F23: supabase-js, unchanged, as an app uses it against a production-like server (a JWT
+/// secret, anonymous connections refused): the anon key (no `sub`) connects and reaches public
+/// topics; the user's token from `setAuth` or `accessToken` opens their personal topic; REST
+/// `httpSend` carries both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supabase_js_works_with_the_anon_key_and_a_signed_in_user() {
+    let server = TestServer::start_with(|c| {
+        c.auth.jwt_secret = SECRET.into();
+        c.auth.allow_anonymous = false;
+    });
+    let anon_key = token_with(json!({"iss": "supabase", "role": "anon", "exp": now_s() + 3_600}));
+    let args = [
+        format!("http://{}", server.addr),
+        anon_key,
+        token("user-42"),
+        "user-42".to_owned(),
+    ];
+    tokio::task::spawn_blocking(move || run_node("supabase_js.cjs", &args))
+        .await
+        .unwrap();
 }
 
 /// realtime-js speaking vsn 2.0.0 (its default, with binary broadcast frames).

@@ -264,8 +264,10 @@ impl StorageLimits {
         Ok(())
     }
 
-    /// Whether `topic` (with or without the `realtime:` prefix) is durable.
+    /// Whether `topic` (with or without the `realtime:` prefix, or a private room key) is
+    /// durable.
     pub fn is_durable(&self, topic: &str) -> bool {
+        let topic = crate::registry::wire_topic(topic);
         let name = topic.strip_prefix("realtime:").unwrap_or(topic);
         self.durable_topics.iter().any(|p| glob_match(p, name))
     }

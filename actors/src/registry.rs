@@ -16,7 +16,29 @@ use crate::room::Room;
 use crate::user_session::{Shutdown, UserSession};
 use crate::SessionId;
 
-/// Topic → room actor.
+/// The prefix of a private channel's room key. No channel topic starts with it (they start with
+/// `realtime:`), so a private room can never be confused with a public one.
+pub const PRIVATE_ROOM_PREFIX: &str = "private:";
+
+/// The room (and stored history) a channel of `topic` joined with `private` belongs to. Private
+/// and public joins of one topic are kept apart, as Supabase keeps them, so an anonymous public
+/// member never receives what private members broadcast. Personal topics are the exception:
+/// only their user may join them either way, so one room serves both (and the server's events
+/// to the user reach them however they joined).
+pub fn room_key(topic: &str, private: bool) -> Arc<str> {
+    if private && !topic.starts_with(crate::auth::USER_TOPIC_PREFIX) {
+        Arc::from(format!("{PRIVATE_ROOM_PREFIX}{topic}"))
+    } else {
+        Arc::from(topic)
+    }
+}
+
+/// The channel topic clients see for a room key.
+pub fn wire_topic(key: &str) -> &str {
+    key.strip_prefix(PRIVATE_ROOM_PREFIX).unwrap_or(key)
+}
+
+/// Room key (see [`room_key`]) → room actor.
 #[derive(Clone)]
 pub struct RoomRegistry {
     rooms: Arc<DashMap<Arc<str>, Addr<Room>>>,
@@ -109,5 +131,20 @@ impl SessionRegistry {
             // Bounded: one lifecycle message per session, sent once at shutdown.
             s.value().do_send(Shutdown);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// F21: a private join gets its own room key, except on personal topics.
+    #[test]
+    fn private_and_public_joins_get_different_rooms_except_personal_topics() {
+        assert_eq!(&*room_key("realtime:a", false), "realtime:a");
+        assert_eq!(&*room_key("realtime:a", true), "private:realtime:a");
+        assert_eq!(wire_topic("private:realtime:a"), "realtime:a");
+        assert_eq!(wire_topic("realtime:a"), "realtime:a");
+        assert_eq!(&*room_key("realtime:user:u1", true), "realtime:user:u1");
     }
 }

@@ -48,6 +48,9 @@ struct Member {
 }
 
 pub struct Room {
+    /// The registry key: the topic, prefixed when the room is a private channel's.
+    key: Arc<str>,
+    /// The channel topic members see in every frame.
     topic: Arc<str>,
     members: HashMap<SessionId, Member>,
     /// Members per protocol version, so a publication is encoded only for versions in use.
@@ -60,12 +63,14 @@ pub struct Room {
 }
 
 impl Room {
-    pub fn new(topic: Arc<str>, registry: RoomRegistry, limits: RoomLimits) -> Self {
+    pub fn new(key: Arc<str>, registry: RoomRegistry, limits: RoomLimits) -> Self {
+        let topic = Arc::from(crate::registry::wire_topic(&key));
         let typing = TypingState::new(
             Duration::from_millis(limits.typing_ttl_ms),
             Duration::from_millis(limits.typing_throttle_ms),
         );
         Room {
+            key,
             topic,
             members: HashMap::new(),
             members_by_vsn: [0, 0],
@@ -86,7 +91,7 @@ impl Actor for Room {
     }
 
     fn stopping(&mut self, ctx: &mut Self::Context) -> Running {
-        self.registry.remove(&self.topic, &ctx.address());
+        self.registry.remove(&self.key, &ctx.address());
         // Members left behind (the room is being torn down, e.g. at shutdown) must rejoin.
         for m in self.members.values() {
             let _ = m.outbox.push(wire::channel_error(
@@ -470,7 +475,7 @@ impl Room {
         let mut list = r.entries.clone();
         let through = list.last().map_or(r.after_offset, |p| p.offset);
         if let (Some(cache), Some(epoch)) = (self.registry.cache(), &r.epoch) {
-            match cache.after(&self.topic, epoch, through) {
+            match cache.after(&self.key, epoch, through) {
                 Coverage::Covered(more) => list.extend(more),
                 Coverage::Unknown => {}
                 Coverage::Gap if r.replay => {}

@@ -43,6 +43,7 @@ use crate::history::{CachedPublication, Coverage};
 use crate::metrics as m;
 use crate::outbox::Outbox;
 use crate::rate_limit::ConnectionLimiter;
+use crate::registry::room_key;
 use crate::room::{Join, Leave, PresenceUpdate, Recovery, Room, TypingUpdate};
 use crate::slots::ConnectionSlots;
 use crate::storage_writer::DurableError;
@@ -88,6 +89,8 @@ pub struct WriterFinished;
 /// One joined channel.
 struct Channel {
     topic: Arc<str>,
+    /// The room (and stored history) this channel belongs to: private joins are apart.
+    room_key: Arc<str>,
     room: Addr<Room>,
     join_ref: Option<String>,
     /// `broadcast.ack`: reply to each broadcast once accepted.
@@ -499,7 +502,8 @@ impl UserSession {
             presence_key,
             recovery: None,
         };
-        let durable = self.engine.durable(&frame.topic).cloned();
+        let key = room_key(&frame.topic, private);
+        let durable = self.engine.durable(&key).cloned();
         let is_durable = durable.is_some();
         let wanted = match (config.recover, config.broadcast.replay) {
             (Some(r), _) => Some(Wanted::Recover(r)),
@@ -508,7 +512,7 @@ impl UserSession {
         };
         let rooms = self.engine.rooms.clone();
         let topic = frame.topic.clone();
-        let room_topic = topic.clone();
+        let room_topic = key.clone();
         let mut join = join;
         let joining = async move {
             if let Some(wanted) = wanted {
@@ -538,6 +542,7 @@ impl UserSession {
                         m::join("ok");
                         let ch = Channel {
                             topic: Arc::from(topic.as_str()),
+                            room_key: key,
                             room,
                             join_ref,
                             ack,
@@ -619,9 +624,15 @@ impl UserSession {
     }
 
     fn broadcast(&mut self, frame: &InboundFrame, ctx: &mut Context<Self>) -> Result<(), Refusal> {
-        let (topic, ack, durable, private) = {
+        let (topic, key, ack, durable, private) = {
             let ch = self.joined(frame)?;
-            (ch.topic.clone(), ch.ack, ch.durable, ch.private)
+            (
+                ch.topic.clone(),
+                ch.room_key.clone(),
+                ch.ack,
+                ch.durable,
+                ch.private,
+            )
         };
         self.authorize(&topic, private, Action::Broadcast)?;
         let (event, body, client_id) = match &frame.payload {
@@ -644,7 +655,7 @@ impl UserSession {
             ),
         };
         let publication = Publication {
-            topic,
+            topic: key,
             event,
             body,
             sender: Some(self.id),
@@ -681,7 +692,7 @@ impl UserSession {
     ) -> Result<(), Refusal> {
         let storage = self
             .engine
-            .durable(&frame.topic)
+            .durable(&publication.topic)
             .ok_or_else(|| refuse("StorageError", "storage is off"))?;
         let completion = storage
             .append(publication, Some(&self.identity.user_id), client_id)

@@ -16,6 +16,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use locus_actors::auth::{Action, Identity};
 use locus_actors::broker::{Body, Publication};
+use locus_actors::registry::room_key;
 use locus_actors::user_session::TOPIC_PREFIX;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -119,7 +120,7 @@ pub async fn broadcast(
         })?;
         state.limits.topic(&limited, &topic)?;
         publications.push(Publication {
-            topic: Arc::from(topic),
+            topic: room_key(&topic, msg.private),
             event: msg.event,
             body: Body::Json(payload),
             sender: None,
@@ -167,6 +168,13 @@ async fn publish(state: &AppState, publication: Publication) -> Result<(), ApiEr
     }
 }
 
+/// `?private=true`: realtime-js's `httpSend` on a private channel.
+#[derive(Deserialize)]
+pub struct EventQuery {
+    #[serde(default)]
+    private: bool,
+}
+
 #[derive(Deserialize)]
 pub struct EventPath {
     topic: String,
@@ -178,6 +186,7 @@ pub struct EventPath {
 /// delivered to vsn 2.0.0 members as a binary broadcast). Answers 202.
 pub async fn broadcast_event(
     path: web::Path<EventPath>,
+    query: web::Query<EventQuery>,
     req: actix_web::HttpRequest,
     body: web::Bytes,
     state: web::Data<AppState>,
@@ -186,7 +195,7 @@ pub async fn broadcast_event(
     let limited = Caller::of(&req, &who);
     let EventPath { topic, event } = path.into_inner();
     let topic = full_topic(topic, state.engine.session_limits.topic_bytes_max)?;
-    authorize(&state, &who, &topic, false)?;
+    authorize(&state, &who, &topic, query.private)?;
     check_payload(&state, &event, body.len())?;
     state.limits.messages(&limited, 1)?;
     state.limits.topic(&limited, &topic)?;
@@ -208,7 +217,7 @@ pub async fn broadcast_event(
         Body::Json(Arc::from(payload))
     };
     let publication = Publication {
-        topic: Arc::from(topic),
+        topic: room_key(&topic, query.private),
         event,
         body,
         sender: None,

@@ -7,6 +7,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine as _;
 use locus_actors::auth::Action;
+use locus_actors::registry::room_key;
 use locus_storage::{Encoding, Storage};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -42,7 +43,9 @@ pub async fn history(
     )?;
     authorize_action(&state, &who, &topic, query.private, Action::Join)?;
     state.limits.read(&Caller::of(&req, &who))?;
-    let storage = state.engine.durable(&topic).ok_or_else(|| {
+    // A private channel's history is its own (private and public joins are kept apart).
+    let key = room_key(&topic, query.private);
+    let storage = state.engine.durable(&key).ok_or_else(|| {
         ApiError::new(
             actix_web::http::StatusCode::NOT_FOUND,
             "NotDurable",
@@ -59,7 +62,7 @@ pub async fn history(
     }
     let h = storage
         .store
-        .history(&topic, query.since_offset, limit)
+        .history(&key, query.since_offset, limit)
         .await?;
     let messages: Vec<Value> = h
         .publications
