@@ -537,3 +537,61 @@ async fn unknown_webhook_providers_share_one_metric_label() {
     );
     assert!(metrics.contains("provider=\"unknown\""));
 }
+
+/// F21: private and public joins of one topic are different channels: what private members
+/// broadcast never reaches a public (here anonymous) member, and a REST broadcast reaches the
+/// side its `private` flag names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_broadcasts_never_reach_public_members_of_the_same_topic() {
+    let server = auth_server(
+        true,
+        vec![policy(
+            "realtime:shared-*",
+            &["*"],
+            &[Action::Join, Action::Broadcast],
+        )],
+    );
+    let mut public = server.client(Vsn::V2).await;
+    public.join("realtime:shared-1", json!({})).await;
+    let mut alice = connect_with(&server, &token("alice")).await;
+    let jr = alice
+        .join("realtime:shared-1", json!({"private": true}))
+        .await;
+    let mut bob = connect_with(&server, &token("bob")).await;
+    bob.join("realtime:shared-1", json!({"private": true}))
+        .await;
+    alice
+        .push(
+            Some(&jr),
+            "realtime:shared-1",
+            "broadcast",
+            json!({"event": "secret", "payload": {}}),
+        )
+        .await;
+    assert_eq!(bob.next_event("broadcast").await.payload["event"], "secret");
+    let bearer = format!("Bearer {}", token("carol"));
+    let (status, _) = common::http_post_with(
+        &server.http("/api/broadcast/shared-1/events/open"),
+        "{}",
+        &[("authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(status, 202);
+    // The room delivers in order: had the private broadcast reached the public member, it
+    // would have come first.
+    assert_eq!(
+        public.next_event("broadcast").await.payload["event"],
+        "open"
+    );
+    let (status, _) = common::http_post_with(
+        &server.http("/api/broadcast/shared-1/events/to-private?private=true"),
+        "{}",
+        &[("authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(status, 202);
+    assert_eq!(
+        bob.next_event("broadcast").await.payload["event"],
+        "to-private"
+    );
+}
