@@ -65,7 +65,7 @@ start() {
     locus)
       rm -rf "$OUT/locus-db"
       # One publisher sends thousands of messages per second: per-connection limits off.
-      LOCUS_RATE_LIMITS__MESSAGES_PER_S=0 LOCUS_RATE_LIMITS__USER_MESSAGES_PER_S=0 \
+      LOCUS_RATE_LIMITS__MESSAGES_PER_S=0 LOCUS_RATE_LIMITS__USER_MESSAGES_PER_S=0 LOCUS_SERVER__CONNECTIONS_PER_IP_MAX=0 \
       LOCUS_SERVER__LISTEN=127.0.0.1:4400 LOCUS_STORAGE__URL="sqlite://$PWD/$OUT/locus-db/locus.db" \
         ./target/release/locus >"$OUT/locus.log" 2>&1 &
       SERVER_PID=$!; wait_port 4400

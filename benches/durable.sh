@@ -23,7 +23,7 @@ run_mode() {
   local rows=$1 port=4310
   LOCUS_SERVER__LISTEN=127.0.0.1:$port LOCUS_STORAGE__URL="postgres://postgres@127.0.0.1:$PGPORT/postgres" \
     LOCUS_STORAGE__BATCH_ROWS_MAX=$rows LOCUS_STORAGE__INFLIGHT_PUBLICATIONS_MAX=20000 RUST_LOG=warn \
-    LOCUS_RATE_LIMITS__MESSAGES_PER_S=0 LOCUS_RATE_LIMITS__USER_MESSAGES_PER_S=0 \
+    LOCUS_RATE_LIMITS__MESSAGES_PER_S=0 LOCUS_RATE_LIMITS__USER_MESSAGES_PER_S=0 LOCUS_SERVER__CONNECTIONS_PER_IP_MAX=0 \
     ./target/release/locus & LOCUS_PID=$!
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/api/health" >/dev/null && break; sleep 0.1; done
   ./target/release/locus-loadgen durable --url "ws://127.0.0.1:$port/socket/websocket" \
