@@ -627,3 +627,67 @@ pub fn encode_broadcast(
         ) => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::{outbox, Outgoing};
+
+    fn join(session: SessionId, outbox: Outbox, presence_enabled: bool) -> Join {
+        Join {
+            session,
+            user_id: Arc::from(format!("u{session}")),
+            outbox,
+            vsn: Vsn::V1,
+            join_ref: Some("1".into()),
+            msg_ref: Some("2".into()),
+            self_broadcast: false,
+            presence_enabled,
+            presence_key: format!("k{session}"),
+            recovery: None,
+        }
+    }
+
+    /// F5: a joiner whose queue cannot take the room's `presence_state` is refused with a
+    /// reason (and is not a member), instead of being shed as a slow consumer.
+    #[actix::test]
+    async fn a_presence_state_too_large_for_the_joiner_is_a_refusal() {
+        let registry = RoomRegistry::new(RoomLimits::default(), None);
+        let mut room = Room::new(Arc::from("realtime:p"), registry, RoomLimits::default());
+        let mut ctx = Context::<Room>::new();
+        for session in 0..3 {
+            let (tx, _rx) = outbox(1 << 20);
+            assert!(<Room as Handler<Join>>::handle(
+                &mut room,
+                join(session, tx, true),
+                &mut ctx
+            ));
+            let meta = serde_json::json!({ "blob": "x".repeat(1_000) });
+            let update = PresenceUpdate {
+                session,
+                msg_ref: None,
+                track: Some(meta.as_object().unwrap().clone()),
+            };
+            <Room as Handler<PresenceUpdate>>::handle(&mut room, update, &mut ctx);
+        }
+        let (small, mut rx) = outbox(3_000);
+        assert!(!<Room as Handler<Join>>::handle(
+            &mut room,
+            join(9, small.clone(), true),
+            &mut ctx
+        ));
+        assert!(!small.is_slow(), "refused, not shed");
+        let Some(Outgoing::Frame(reply)) = rx.recv().await else {
+            panic!("no reply");
+        };
+        let text = String::from_utf8(reply.data.to_vec()).unwrap();
+        assert!(text.contains("PresenceStateTooLarge"), "{text}");
+        assert_eq!(room.members.len(), 3);
+        // Without presence the same joiner is welcome.
+        assert!(<Room as Handler<Join>>::handle(
+            &mut room,
+            join(9, small, false),
+            &mut ctx
+        ));
+    }
+}
