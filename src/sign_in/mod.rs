@@ -14,6 +14,9 @@ pub mod single_use;
 pub mod telegram;
 pub mod ton;
 
+#[cfg(test)]
+mod fuzz;
+
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
