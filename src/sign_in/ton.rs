@@ -110,8 +110,12 @@ impl Cell {
             let last = data.len() - 1;
             data[last] &= 0xffu8 << (8 - bit_len % 8);
         }
-        // A BOC of at most BOC_CELLS_MAX cells nests at most that deep.
-        let depth = refs.iter().map(|r| r.depth + 1).max().unwrap_or(0);
+        // A parsed BOC nests at most BOC_CELLS_MAX deep; saturating for cells built by hand.
+        let depth = refs
+            .iter()
+            .map(|r| r.depth.saturating_add(1))
+            .max()
+            .unwrap_or(0);
         let mut cell = Cell {
             data,
             bit_len,
