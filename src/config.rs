@@ -113,6 +113,7 @@ impl Config {
         self.storage.validate().map_err(invalid)?;
         self.geo.validate().map_err(invalid)?;
         self.jobs.validate().map_err(invalid)?;
+        self.sign_in.validate().map_err(ConfigError::Invalid)?;
         if self.http.broadcast_messages_max == 0 {
             return Err(ConfigError::Invalid(
                 "http.broadcast_messages_max must be positive".into(),
@@ -154,6 +155,9 @@ mod tests {
     fn cross_limits_are_checked() {
         let mut c = Config::default();
         c.session.timeout_check_interval_ms = c.session.client_timeout_ms + 1;
+        assert!(matches!(c.validate(), Err(ConfigError::Invalid(_))));
+        let mut c = Config::default();
+        c.sign_in.nonces_max = 0;
         assert!(matches!(c.validate(), Err(ConfigError::Invalid(_))));
         assert!(matches!(
             Config::load(Path::new("absent.toml"), true),

@@ -1,5 +1,6 @@
 //! Wallet sign-in over real HTTP: a nonce, a signed SIWE-style message, a Locus JWT that opens
-//! the user's personal topic; replays, foreign domains, forged signatures and floods refused.
+//! the user's personal topic; replays, foreign domains, forged signatures and floods refused,
+//! and hostile inputs (a state init of shared cells, a full nonce map) answered without harm.
 
 mod common;
 
@@ -19,6 +20,16 @@ fn server(attempts_per_min: u32) -> TestServer {
         c.sign_in.domains = vec!["lo.example".into()];
         c.sign_in.attempts_per_ip_per_min = attempts_per_min;
     })
+}
+
+/// How long a request refused on its inputs may take; a parser gone exponential takes hours.
+const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 fn message(domain: &str, nonce: &str) -> String {
@@ -113,6 +124,28 @@ async fn sign_in_attempts_are_limited_per_ip() {
     assert!(body.contains("TooManyAttempts"));
 }
 
+/// F25: with `nonces_max` unexpired nonces out, a new nonce is refused (503 SignInBusy) and
+/// the issued ones keep working; using one makes room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_nonce_map_refuses_new_nonces_and_keeps_the_issued_ones() {
+    let s = TestServer::start_with(|c| {
+        c.auth.jwt_secret = SECRET.into();
+        c.sign_in.domains = vec!["lo.example".into()];
+        c.sign_in.nonces_max = 2;
+    });
+    let first = nonce(&s).await;
+    let second = nonce(&s).await;
+    let (status, body) = http_get(&s.http("/api/auth/evm/nonce")).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("SignInBusy"), "{body}");
+    for n in [&first, &second] {
+        let m = message("lo.example", n);
+        let (status, issued) = sign_in(&s, &m, &personal_sign(&m)).await;
+        assert_eq!(status, 200, "an issued nonce was dropped: {issued}");
+    }
+    nonce(&s).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_secret_sign_in_answers_503() {
     let s = TestServer::start();
@@ -172,7 +205,7 @@ async fn telegram_init_data_signs_in_first_and_third_party_within_the_window() {
         (200, Some("tg:279058397"))
     );
 
-    // The default window (a day) refuses the 2024 vector as expired.
+    // The default window (five minutes) refuses the 2024 vector as expired.
     let strict = TestServer::start_with(|c| {
         c.auth.jwt_secret = SECRET.into();
         c.sign_in.telegram_bot_tokens = vec![TG_V2_TOKEN.into()];
@@ -181,6 +214,42 @@ async fn telegram_init_data_signs_in_first_and_third_party_within_the_window() {
     assert_eq!(
         (status, err["error"]["code"].as_str()),
         (401, Some("Expired"))
+    );
+}
+
+/// F14: one `initData` signs in once: presented again, with its hash re-spelt, or (third
+/// party, where the hash is not signed) with another hash, it is refused as a replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telegram_init_data_signs_in_once() {
+    let first = TestServer::start_with(|c| {
+        c.auth.jwt_secret = SECRET.into();
+        c.sign_in.telegram_bot_tokens = vec![TG_V2_TOKEN.into()];
+        c.sign_in.telegram_max_age_s = i64::MAX / 2;
+    });
+    let (status, issued) = telegram(&first, TG_V2).await;
+    assert_eq!(status, 200, "{issued}");
+    let upper_hash = TG_V2.replace("hash=a433d8f9", "hash=A433D8F9");
+    for replay in [TG_V2, upper_hash.as_str()] {
+        let (status, err) = telegram(&first, replay).await;
+        assert_eq!(
+            (status, err["error"]["code"].as_str()),
+            (401, Some("ReplayedSignIn")),
+            "{err}"
+        );
+    }
+    let third = TestServer::start_with(|c| {
+        c.auth.jwt_secret = SECRET.into();
+        c.sign_in.telegram_bot_ids = vec![7342037359];
+        c.sign_in.telegram_max_age_s = i64::MAX / 2;
+    });
+    let (status, _) = telegram(&third, TG_V2).await;
+    assert_eq!(status, 200);
+    let other_hash = TG_V2.replace("hash=a433d8f9", "hash=00000000");
+    let (status, err) = telegram(&third, &other_hash).await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (401, Some("ReplayedSignIn")),
+        "{err}"
     );
 }
 
@@ -228,10 +297,7 @@ async fn ton(s: &TestServer, items: &Value) -> (u16, Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ton_connect_proof_signs_in_and_its_pitfalls_are_refused() {
     let s = server(100);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = now_s();
     let payload = ton_payload(&s).await;
     let (status, issued) = ton(&s, &ton_items("lo.example", 10, now, &payload)).await;
     assert_eq!(status, 200, "{issued}");
@@ -287,4 +353,78 @@ async fn a_ton_connect_proof_signs_in_and_its_pitfalls_are_refused() {
     // The payload survived the refusals and still works once.
     let (status, _) = ton(&s, &ton_items("lo.example", 10, now, &payload)).await;
     assert_eq!(status, 200);
+}
+
+/// F20: one user id per wallet: the hex in either case gives `ton:0:<lower hex>`, and other
+/// spellings of the workchain (`+0`, `00`, `-0`) are refused instead of naming new users.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ton_wallet_has_one_user_id_whatever_the_address_spelling() {
+    let s = server(100);
+    let now = now_s();
+    let (_, hex) = TON_ADDRESS.split_once(':').unwrap();
+    for wc in ["+0", "00", "-0"] {
+        let payload = ton_payload(&s).await;
+        let mut items = ton_items("lo.example", 10, now, &payload);
+        items["ton_addr"]["address"] = json!(format!("{wc}:{hex}"));
+        let (status, body) = ton(&s, &items).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("MalformedSignIn")),
+            "{wc}: {body}"
+        );
+    }
+    let payload = ton_payload(&s).await;
+    let mut items = ton_items("lo.example", 10, now, &payload);
+    items["ton_addr"]["address"] = json!(format!("0:{}", hex.to_uppercase()));
+    let (status, issued) = ton(&s, &items).await;
+    assert_eq!(status, 200, "{issued}");
+    assert_eq!(issued["user_id"], format!("ton:{TON_ADDRESS}").as_str());
+}
+
+/// The audit's F1 state init: `cells` cells, each but the last referencing the next four
+/// times (4^63 cells once unfolded, in about 400 bytes).
+fn shared_cells_boc(cells: u8) -> Vec<u8> {
+    let mut body = Vec::new();
+    for i in 0..cells - 1 {
+        body.extend_from_slice(&[4, 0, i + 1, i + 1, i + 1, i + 1]);
+    }
+    body.extend_from_slice(&[0, 0]);
+    let mut boc = vec![0xb5, 0xee, 0x9c, 0x72, 0x01, 0x02, cells, 1, 0];
+    boc.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    boc.push(0);
+    boc.extend_from_slice(&body);
+    boc
+}
+
+/// F1: one unauthenticated request carrying a 64-cell state init whose cells share
+/// references is answered at once (401, it hashes to no claimed address) instead of
+/// unfolding the cells until the process runs out of memory; the server keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ton_state_init_of_shared_cells_is_refused_at_once() {
+    use base64::Engine;
+    let s = server(100);
+    let state_init = base64::engine::general_purpose::STANDARD.encode(shared_cells_boc(64));
+    let items = json!({
+        "ton_addr": {"address": format!("0:{}", "0".repeat(64)), "walletStateInit": state_init},
+        "ton_proof": {"proof": {
+            "timestamp": now_s(),
+            "domain": {"lengthBytes": 10, "value": "lo.example"},
+            "signature": "A".repeat(88),
+            "payload": "x"}}
+    });
+    let (status, err) = tokio::time::timeout(ANSWER_TIMEOUT, ton(&s, &items))
+        .await
+        .expect("the state init must be refused at once, not unfolded");
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (401, Some("InvalidSignature")),
+        "{err}"
+    );
+    assert!(err["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("hash to the address"));
+    tokio::time::timeout(ANSWER_TIMEOUT, ton_payload(&s))
+        .await
+        .expect("the server still answers");
 }

@@ -22,7 +22,7 @@ impl From<SignInError> for ApiError {
     fn from(e: SignInError) -> Self {
         locus_actors::metrics::auth_failure(e.code());
         let status = match e {
-            SignInError::Disabled => StatusCode::SERVICE_UNAVAILABLE,
+            SignInError::Disabled | SignInError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             SignInError::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
             SignInError::Malformed(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::UNAUTHORIZED,

@@ -3,21 +3,28 @@
 //! - [`evm`]: EIP-191 `personal_sign` over a SIWE-style message.
 //! - [`telegram`]: Mini App `initData`, first party (bot token) or third party (bot id).
 //! - [`ton`]: TON Connect `ton_proof`, with the key read from the wallet's state init.
-//! - [`SignIn`]: the single-use nonces, the token issuer and the per-IP attempt limit the
-//!   endpoints (`http::sign_in`) share.
+//! - [`SignIn`]: the single-use nonces, the used Telegram `initData`, the token issuer and the
+//!   per-IP attempt limit the endpoints (`http::sign_in`) share.
+//! - [`single_use`]: the bounded set of single-use keys behind nonces and replay refusal.
+//! - [`attempts`]: the per-IP attempt limiter, pruned of idle addresses.
 
+pub mod attempts;
 pub mod evm;
+pub mod single_use;
 pub mod telegram;
 pub mod ton;
 
+#[cfg(test)]
+mod fuzz;
+
 use std::net::IpAddr;
-use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
-use dashmap::DashMap;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Deserialize;
+
+use attempts::Attempts;
+use single_use::{Refused, SingleUse};
 
 /// Seconds a signed timestamp may lie in the future (clock skew).
 const FUTURE_SKEW_S: u64 = 60;
@@ -33,7 +40,8 @@ pub struct SignInConfig {
     pub domains: Vec<String>,
     /// How long an issued nonce may be used, in seconds. Default 300.
     pub nonce_ttl_s: u64,
-    /// Unused nonces kept at most; past it the oldest are dropped. Default 100,000.
+    /// Unexpired unused nonces kept at most; when full, new nonce requests are refused (503
+    /// `SignInBusy`) rather than drop someone's live nonce. Default 100,000.
     pub nonces_max: usize,
     /// Lifetime of the tokens issued, in seconds. Default 3,600.
     pub token_ttl_s: u64,
@@ -45,8 +53,13 @@ pub struct SignInConfig {
     pub telegram_bot_ids: Vec<i64>,
     /// Telegram's Ed25519 key, hex. Default the production key.
     pub telegram_public_key: String,
-    /// Oldest `auth_date` accepted, in seconds. Default 86,400.
+    /// Oldest `auth_date` accepted, in seconds. Short because `initData` is a bearer credential
+    /// other parties may see, and a Mini App signs in when it opens. Default 300.
     pub telegram_max_age_s: i64,
+    /// Used `initData` remembered (until their `auth_date` leaves the window) to refuse
+    /// replays; when full, Telegram sign-in is refused (503 `SignInBusy`) rather than forget
+    /// one. Default 100,000.
+    pub telegram_used_max: usize,
     /// Oldest `ton_proof` timestamp accepted, in seconds. Default 900.
     pub ton_proof_ttl_s: u64,
 }
@@ -62,9 +75,23 @@ impl Default for SignInConfig {
             telegram_bot_tokens: Vec::new(),
             telegram_bot_ids: Vec::new(),
             telegram_public_key: telegram::TELEGRAM_PUBLIC_KEY_PROD.into(),
-            telegram_max_age_s: 86_400,
+            telegram_max_age_s: 300,
+            telegram_used_max: 100_000,
             ton_proof_ttl_s: 900,
         }
+    }
+}
+
+impl SignInConfig {
+    /// Checks the bounds are usable.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.nonces_max == 0 || self.telegram_used_max == 0 {
+            return Err("sign_in.nonces_max and sign_in.telegram_used_max must be positive".into());
+        }
+        if self.telegram_max_age_s <= 0 {
+            return Err("sign_in.telegram_max_age_s must be positive".into());
+        }
+        Ok(())
     }
 }
 
@@ -85,6 +112,10 @@ pub enum SignInError {
     Domain(String),
     #[error("Expired: the signed message has expired")]
     Expired,
+    #[error("ReplayedSignIn: this initData has signed in already; reopen the Mini App")]
+    Replayed,
+    #[error("SignInBusy: too many sign-ins in progress; retry shortly")]
+    Busy,
 }
 
 impl SignInError {
@@ -97,6 +128,8 @@ impl SignInError {
             SignInError::Nonce => "NonceInvalid",
             SignInError::Domain(_) => "DomainNotAllowed",
             SignInError::Expired => "Expired",
+            SignInError::Replayed => "ReplayedSignIn",
+            SignInError::Busy => "SignInBusy",
         }
     }
 }
@@ -136,8 +169,13 @@ pub struct Issued {
 pub struct SignIn {
     config: SignInConfig,
     key: Option<EncodingKey>,
-    nonces: DashMap<String, Instant>,
-    attempts: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    /// Issued nonces, on the monotonic clock of [`SignIn::now_ms`].
+    nonces: SingleUse<String>,
+    /// Replay keys of the `initData` that signed in, on the wall clock (Unix seconds), as
+    /// their `auth_date` is.
+    telegram_used: SingleUse<[u8; 32]>,
+    attempts: Option<Attempts>,
+    started: Instant,
 }
 
 impl SignIn {
@@ -145,9 +183,13 @@ impl SignIn {
     pub fn new(config: SignInConfig, jwt_secret: &str) -> SignIn {
         SignIn {
             key: (!jwt_secret.is_empty()).then(|| EncodingKey::from_secret(jwt_secret.as_bytes())),
-            attempts: NonZeroU32::new(config.attempts_per_ip_per_min)
-                .map(|n| RateLimiter::keyed(Quota::per_minute(n))),
-            nonces: DashMap::new(),
+            attempts: Attempts::new(
+                config.attempts_per_ip_per_min,
+                Duration::from_millis(attempts::ATTEMPT_KEYS_PRUNE_INTERVAL_MS),
+            ),
+            nonces: SingleUse::new(config.nonces_max),
+            telegram_used: SingleUse::new(config.telegram_used_max),
+            started: Instant::now(),
             config,
         }
     }
@@ -156,10 +198,15 @@ impl SignIn {
         &self.config
     }
 
+    /// Milliseconds since this state was made, for nonce deadlines (monotonic).
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
     /// Counts an attempt from `ip`.
     pub fn attempt(&self, ip: Option<IpAddr>) -> Result<(), SignInError> {
         match (&self.attempts, ip) {
-            (Some(l), Some(ip)) if l.check_key(&ip).is_err() => {
+            (Some(a), Some(ip)) if !a.check(ip) => {
                 locus_actors::metrics::rate_limited("sign_in");
                 Err(SignInError::TooManyAttempts)
             }
@@ -167,7 +214,7 @@ impl SignIn {
         }
     }
 
-    /// A fresh single-use nonce.
+    /// A fresh single-use nonce; `Busy` while `nonces_max` unexpired nonces are out.
     pub fn issue_nonce(&self) -> Result<String, SignInError> {
         if self.key.is_none() {
             return Err(SignInError::Disabled);
@@ -175,37 +222,18 @@ impl SignIn {
         let mut bytes = [0u8; NONCE_BYTES];
         getrandom::fill(&mut bytes).map_err(|e| SignInError::Malformed(e.to_string()))?;
         let nonce = hex::encode(bytes);
-        if self.nonces.len() >= self.config.nonces_max {
-            self.evict();
+        let now = self.now_ms();
+        let deadline = now.saturating_add(self.config.nonce_ttl_s.saturating_mul(1_000));
+        match self.nonces.insert(nonce.clone(), deadline, now) {
+            Ok(()) => Ok(nonce),
+            // Present: 128 random bits collided, which is as good as never.
+            Err(Refused::Full | Refused::Present) => Err(SignInError::Busy),
         }
-        let ttl = Duration::from_secs(self.config.nonce_ttl_s);
-        self.nonces.insert(nonce.clone(), Instant::now() + ttl);
-        Ok(nonce)
     }
 
     /// Uses up `nonce`: true once, if it was issued and has not expired.
     pub fn take_nonce(&self, nonce: &str) -> bool {
-        self.nonces
-            .remove(nonce)
-            .is_some_and(|(_, expires)| expires > Instant::now())
-    }
-
-    /// Drops expired nonces, then the oldest ones while still over the bound.
-    fn evict(&self) {
-        let now = Instant::now();
-        self.nonces.retain(|_, expires| *expires > now);
-        if self.nonces.len() >= self.config.nonces_max {
-            let mut by_age: Vec<(String, Instant)> = self
-                .nonces
-                .iter()
-                .map(|e| (e.key().clone(), *e.value()))
-                .collect();
-            by_age.sort_by_key(|(_, expires)| *expires);
-            let excess = self.nonces.len() + 1 - self.config.nonces_max;
-            for (nonce, _) in by_age.into_iter().take(excess) {
-                self.nonces.remove(&nonce);
-            }
-        }
+        self.nonces.take(nonce, self.now_ms())
     }
 
     pub fn domain_allowed(&self, domain: &str) -> bool {
@@ -269,7 +297,8 @@ impl SignIn {
 
     /// TON Connect: the proof names an allowed domain (its length recomputed, never trusted),
     /// is fresh, carries a payload we issued, and is signed by the key in the wallet's state
-    /// init, which hashes to the address. The user is `ton:<raw address>`.
+    /// init, which hashes to the address and is a known wallet's. The user is
+    /// `ton:<workchain>:<lower-case hex>`, one spelling per wallet.
     pub fn verify_ton(&self, proof: &TonProof) -> Result<Issued, SignInError> {
         if self.key.is_none() {
             return Err(SignInError::Disabled);
@@ -292,7 +321,7 @@ impl SignIn {
         {
             return Err(SignInError::Expired);
         }
-        let key = ton::verify(
+        let wallet = ton::verify(
             &proof.address,
             &proof.wallet_state_init,
             &domain.value,
@@ -300,11 +329,16 @@ impl SignIn {
             &proof.payload,
             &proof.signature,
         )
-        .map_err(|e| SignInError::InvalidSignature(e.to_string()))?;
+        .map_err(|e| match e {
+            ton::TonError::Address | ton::TonError::Boc(_) | ton::TonError::StateInit => {
+                SignInError::Malformed(e.to_string())
+            }
+            _ => SignInError::InvalidSignature(e.to_string()),
+        })?;
         if proof
             .public_key
             .as_deref()
-            .is_some_and(|k| !k.eq_ignore_ascii_case(&key))
+            .is_some_and(|k| !k.eq_ignore_ascii_case(&wallet.public_key))
         {
             return Err(SignInError::InvalidSignature(
                 "publicKey is not the wallet's key".into(),
@@ -313,11 +347,11 @@ impl SignIn {
         if !self.take_nonce(&proof.payload) {
             return Err(SignInError::Nonce);
         }
-        self.issue_token(format!("ton:{}", proof.address.to_lowercase()), None)
+        self.issue_token(format!("ton:{}", wallet.address), None)
     }
 
-    /// Telegram: `initData` signed by a configured bot (token or id) and fresh; the user is
-    /// `tg:<telegram user id>`.
+    /// Telegram: `initData` signed by a configured bot (token or id), fresh, and not used
+    /// before; the user is `tg:<telegram user id>`.
     pub fn verify_telegram(&self, init_data: &str) -> Result<Issued, SignInError> {
         if self.key.is_none() {
             return Err(SignInError::Disabled);
@@ -342,17 +376,29 @@ impl SignIn {
                 telegram::TelegramError::Signature.to_string(),
             ));
         }
-        data.fresh(
-            locus_actors::auth::now_s() as i64,
-            self.config.telegram_max_age_s,
-        )
-        .map_err(|e| match e {
+        let now_s = locus_actors::auth::now_s();
+        let max_age_s = self.config.telegram_max_age_s;
+        let auth_date = data.fresh(now_s as i64, max_age_s).map_err(|e| match e {
             telegram::TelegramError::Expired => SignInError::Expired,
             other => SignInError::Malformed(other.to_string()),
         })?;
         let user = data
             .user_id()
             .map_err(|e| SignInError::Malformed(e.to_string()))?;
+        // Last, once it would sign in: remembered while `fresh` would still accept it, plus
+        // the skew allowance in case the clock steps back.
+        let deadline_s = auth_date
+            .saturating_add(max_age_s)
+            .saturating_add(FUTURE_SKEW_S as i64 + 1)
+            .max(0) as u64;
+        match self
+            .telegram_used
+            .insert(data.replay_key(), deadline_s, now_s)
+        {
+            Ok(()) => {}
+            Err(Refused::Present) => return Err(SignInError::Replayed),
+            Err(Refused::Full) => return Err(SignInError::Busy),
+        }
         let start_param = data.get("start_param").map(str::to_owned);
         self.issue_token(format!("tg:{user}"), start_param)
     }
@@ -362,8 +408,10 @@ impl SignIn {
 mod tests {
     use super::*;
 
+    /// F25: nonces are single use and bounded; at the bound new ones are refused (Busy) and
+    /// the live ones kept, until one is used or expires.
     #[test]
-    fn nonces_are_single_use_and_bounded() {
+    fn nonces_are_single_use_and_bounded_without_evicting_live_ones() {
         let s = SignIn::new(
             SignInConfig {
                 nonces_max: 3,
@@ -375,10 +423,29 @@ mod tests {
         assert!(s.take_nonce(&first));
         assert!(!s.take_nonce(&first), "single use");
         assert!(!s.take_nonce("never-issued"));
-        let n: Vec<String> = (0..5).map(|_| s.issue_nonce().unwrap()).collect();
-        assert!(s.nonces.len() <= 3);
-        assert!(s.take_nonce(&n[4]), "the newest survive eviction");
-        assert!(!s.take_nonce(&n[0]), "the oldest are evicted");
+        let n: Vec<String> = (0..3).map(|_| s.issue_nonce().unwrap()).collect();
+        assert_eq!(s.issue_nonce(), Err(SignInError::Busy));
+        assert_eq!(s.nonces.live_count(), 3);
+        assert!(s.take_nonce(&n[0]), "the oldest live nonce survives");
+        let fourth = s.issue_nonce().unwrap();
+        assert!(s.take_nonce(&n[1]) && s.take_nonce(&n[2]) && s.take_nonce(&fourth));
+    }
+
+    /// F25: expired nonces make room again (a TTL of 0 expires them at once).
+    #[test]
+    fn expired_nonces_make_room() {
+        let s = SignIn::new(
+            SignInConfig {
+                nonces_max: 2,
+                nonce_ttl_s: 0,
+                ..SignInConfig::default()
+            },
+            "secret",
+        );
+        for _ in 0..10 {
+            let n = s.issue_nonce().unwrap();
+            assert!(!s.take_nonce(&n), "expired");
+        }
     }
 
     #[test]

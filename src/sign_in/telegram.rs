@@ -1,11 +1,12 @@
 //! Telegram Mini App sign-in: `initData` validated first-party (HMAC-SHA256 with a bot token)
 //! or third-party (Ed25519 with Telegram's public key and the bot id), then checked for
-//! freshness. Pure functions; domain.md §4.1–4.2 has the algorithm and the vectors.
+//! freshness, and named by a replay key so it signs in once. Pure functions; domain.md
+//! §4.1–4.2 has the algorithm and the vectors.
 
 use base64::Engine;
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 /// Telegram's production key for third-party validation.
 pub const TELEGRAM_PUBLIC_KEY_PROD: &str =
@@ -109,17 +110,26 @@ impl InitData {
         key.verify(message.as_bytes(), &sig).is_ok()
     }
 
-    /// `auth_date`, if within `max_age_s` of `now_s` and not in the future.
+    /// `auth_date`, if within `max_age_s` of `now_s` and not in the future. Saturating: a
+    /// signed `auth_date` near `i64::MIN` must not wrap into the window.
     pub fn fresh(&self, now_s: i64, max_age_s: i64) -> Result<i64, TelegramError> {
         let date: i64 = self
             .get("auth_date")
             .ok_or(TelegramError::AuthDateMissing)?
             .parse()
             .map_err(|_| TelegramError::AuthDateInvalid)?;
-        if now_s - date > max_age_s || date > now_s + FUTURE_SKEW_S {
+        if now_s.saturating_sub(date) > max_age_s || date > now_s.saturating_add(FUTURE_SKEW_S) {
             return Err(TelegramError::Expired);
         }
         Ok(date)
+    }
+
+    /// Names this sign-in for replay refusal: SHA-256 of the signed fields (the check string
+    /// without `hash` and `signature`). Not the `hash` field itself: third-party validation
+    /// does not cover it, and its hex may be spelt in either case, so a replay could present
+    /// the same signed data under many hashes.
+    pub fn replay_key(&self) -> [u8; 32] {
+        Sha256::digest(self.check_string(&["hash", "signature"]).as_bytes()).into()
     }
 
     /// The Telegram user id from the `user` JSON.
@@ -201,5 +211,39 @@ mod tests {
         assert_eq!(bad_date.fresh(0, 60), Err(TelegramError::AuthDateInvalid));
         let future = InitData::parse("hash=abc&auth_date=2000").unwrap();
         assert_eq!(future.fresh(1_000, 86_400), Err(TelegramError::Expired));
+    }
+
+    /// F24: auth_date at the ends of i64 is refused as expired, never wrapped into the window
+    /// (release builds wrapped `now - i64::MIN` to a negative age) nor panicking (debug).
+    #[test]
+    fn extreme_auth_dates_are_expired_not_overflowed() {
+        for date in [i64::MIN, i64::MIN + 1, i64::MAX, i64::MAX - 30] {
+            let data = InitData::parse(&format!("hash=abc&auth_date={date}")).unwrap();
+            for (now, max_age) in [(1_800_000_000, 300), (0, i64::MAX / 2)] {
+                assert_eq!(
+                    data.fresh(now, max_age),
+                    Err(TelegramError::Expired),
+                    "{date} at {now}"
+                );
+            }
+        }
+    }
+
+    /// F14: the replay key names the signed data, whatever `hash` is presented with it.
+    #[test]
+    fn the_replay_key_ignores_the_unsigned_hash() {
+        let v2 = InitData::parse(V2).unwrap();
+        let upper = V2.replace("hash=a433d8f9", "hash=A433D8F9");
+        let rehashed = V2.replace("hash=a433d8f9", "hash=00000000");
+        for other in [&upper, &rehashed] {
+            assert_eq!(
+                InitData::parse(other).unwrap().replay_key(),
+                v2.replay_key()
+            );
+        }
+        assert!(InitData::parse(&upper)
+            .unwrap()
+            .signed_by_bot_token(V2_TOKEN));
+        assert_ne!(InitData::parse(V3).unwrap().replay_key(), v2.replay_key());
     }
 }
