@@ -355,15 +355,51 @@ mod tests {
         assert!(salvage_target("nope").is_none());
     }
 
+    /// Time one decode may take: the decoder is linear in its input, so anything near this
+    /// is a blow-up, not a slow machine.
+    const CASE_TIME_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
+    /// Bytes a decoded frame holds: never more than its input plus the fixed event name.
+    fn held_bytes(f: &InboundFrame) -> usize {
+        let payload = match &f.payload {
+            Payload::Json(raw) => raw.get().len(),
+            Payload::UserBroadcast(b) => b.event.len() + b.payload.len(),
+        };
+        f.topic.len()
+            + f.event.len()
+            + f.join_ref.as_ref().map_or(0, String::len)
+            + f.msg_ref.as_ref().map_or(0, String::len)
+            + payload
+    }
+
+    /// Decodes `data` every way a client frame is decoded, within the time bound, and checks
+    /// that what a decoded frame holds is bounded by what came in (no amplification).
+    fn decode_bounded(data: &[u8]) {
+        let started = std::time::Instant::now();
+        if let Ok(f) = decode_binary(data) {
+            assert!(held_bytes(&f) <= data.len() + "broadcast".len());
+        }
+        let _ = salvage_binary_target(data);
+        if let Ok(text) = std::str::from_utf8(data) {
+            if let Ok(f) = decode_text(text) {
+                // Numeric refs are re-rendered as text (`1e5` → `100000.0`): a little slack.
+                assert!(held_bytes(&f) <= text.len() + 64);
+            }
+            let _ = salvage_target(text);
+        }
+        assert!(
+            started.elapsed() < CASE_TIME_MAX,
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+
     proptest::proptest! {
-        /// No input, text or binary, makes the decoder panic.
+        /// No input, text or binary, makes the decoder panic, take long or hold more than it
+        /// was given.
         #[test]
         fn decoder_never_panics(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
-            let _ = decode_binary(&data);
-            if let Ok(text) = std::str::from_utf8(&data) {
-                let _ = decode_text(text);
-                let _ = salvage_target(text);
-            }
+            decode_bounded(&data);
         }
 
         /// Structured-looking binary pushes with arbitrary lengths never panic either.
@@ -375,7 +411,22 @@ mod tests {
             let mut frame = vec![3u8];
             frame.extend_from_slice(&lens);
             frame.extend_from_slice(&body);
-            let _ = decode_binary(&frame);
+            decode_bounded(&frame);
+        }
+
+        /// Phoenix-shaped text frames with arbitrary fields (deep nesting included) decode
+        /// within the bounds.
+        #[test]
+        fn phoenix_shaped_text_frames_stay_bounded(
+            refs in proptest::collection::vec(proptest::option::of("[0-9a-z]{0,80}"), 2),
+            topic in ".{0,300}",
+            event in "[a-z_]{0,20}",
+            depth in 0usize..200,
+        ) {
+            let payload = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+            let text = serde_json::json!([refs[0], refs[1], topic, event, null]).to_string();
+            let text = text.replacen("null", &payload, 1);
+            decode_bounded(text.as_bytes());
         }
     }
 }
