@@ -361,18 +361,18 @@ impl Handler<PresenceUpdate> for Room {
             member.presence_key.clone(),
         );
         let outbox = member.outbox.clone();
+        let refuse = |code: &'static str, message: &str| {
+            m::protocol_error(code);
+            let (jr, r) = (jr.as_deref(), msg.msg_ref.as_deref());
+            let _ = outbox.push(wire::reply_error(vsn, jr, r, &self.topic, code, message));
+        };
         let state_before = first_enable.then(|| raw(self.presence.state_json()));
         let state_len = state_before.as_ref().map_or(0, |s| s.get().len());
         if state_len > 0 && state_len + REPLY_BYTES_MAX > outbox.bytes_free() {
-            let _ = outbox.push(wire::reply_error(
-                vsn,
-                jr.as_deref(),
-                msg.msg_ref.as_deref(),
-                &self.topic,
+            return refuse(
                 "PresenceStateTooLarge",
                 "this room's presence state does not fit the connection's outbound queue",
-            ));
-            return;
+            );
         }
         let bounds = self.presence_bounds();
         let diff = match msg.track {
@@ -381,18 +381,7 @@ impl Handler<PresenceUpdate> for Room {
         };
         let diff = match diff {
             Ok(diff) => diff,
-            Err(full) => {
-                m::protocol_error("PresenceLimitReached");
-                let _ = outbox.push(wire::reply_error(
-                    vsn,
-                    jr.as_deref(),
-                    msg.msg_ref.as_deref(),
-                    &self.topic,
-                    "PresenceLimitReached",
-                    &full.to_string(),
-                ));
-                return;
-            }
+            Err(full) => return refuse("PresenceLimitReached", &full.to_string()),
         };
         if let Some(member) = self.members.get_mut(&msg.session) {
             member.presence_enabled |= first_enable;

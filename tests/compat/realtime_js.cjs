@@ -4,26 +4,13 @@
 'use strict';
 const { RealtimeClient } = require('@supabase/realtime-js');
 const WebSocket = require('ws');
+const { TIMEOUT_MS, waitFor, check } = require('./wait.cjs');
 
 const [base, vsn] = [process.argv[2], process.argv[3] || '2.0.0'];
 const endpoint = base.replace(/^http/, 'ws') + '/realtime/v1';
-const TIMEOUT_MS = 5000;
 
 function client() {
   return new RealtimeClient(endpoint, { transport: WebSocket, vsn, params: { apikey: 'anon-key' }, timeout: TIMEOUT_MS });
-}
-
-function waitFor(what, predicate) {
-  return new Promise((resolve, reject) => {
-    const started = Date.now();
-    const tick = () => {
-      const v = predicate();
-      if (v) return resolve(v);
-      if (Date.now() - started > TIMEOUT_MS) return reject(new Error(`timed out waiting for ${what}`));
-      setTimeout(tick, 10);
-    };
-    tick();
-  });
 }
 
 function subscribe(channel) {
@@ -33,10 +20,6 @@ function subscribe(channel) {
       else if (status !== 'CLOSED') reject(new Error(`subscribe: ${status} ${err || ''}`));
     });
   });
-}
-
-function check(cond, message) {
-  if (!cond) throw new Error(message);
 }
 
 async function main() {

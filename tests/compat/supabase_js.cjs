@@ -6,9 +6,9 @@
 'use strict';
 const { createClient } = require('@supabase/supabase-js');
 const WebSocket = require('ws');
+const { TIMEOUT_MS, waitFor, check } = require('./wait.cjs');
 
 const [base, anonKey, userToken, userId] = process.argv.slice(2);
-const TIMEOUT_MS = 5000;
 
 function options(extra) {
   return {
@@ -26,23 +26,6 @@ function subscribe(channel) {
     });
     setTimeout(() => reject(new Error(`subscribe to ${channel.topic} timed out`)), TIMEOUT_MS);
   });
-}
-
-function waitFor(what, predicate) {
-  return new Promise((resolve, reject) => {
-    const started = Date.now();
-    const tick = () => {
-      const v = predicate();
-      if (v) return resolve(v);
-      if (Date.now() - started > TIMEOUT_MS) return reject(new Error(`timed out waiting for ${what}`));
-      setTimeout(tick, 10);
-    };
-    tick();
-  });
-}
-
-function check(cond, message) {
-  if (!cond) throw new Error(message);
 }
 
 async function main() {
