@@ -17,7 +17,7 @@ fn publication(topic: &str, key: &str, payload: &str, created_at_ms: i64) -> New
         topic: topic.into(),
         event: "e".into(),
         encoding: Encoding::Json,
-        payload: payload.as_bytes().to_vec(),
+        payload: bytes::Bytes::copy_from_slice(payload.as_bytes()),
         user_id: Some("u1".into()),
         client_id: None,
         idem_key: key.into(),
@@ -28,6 +28,8 @@ fn publication(topic: &str, key: &str, payload: &str, created_at_ms: i64) -> New
 async fn suite(store: AnyStore) {
     offsets_are_dense_per_topic_and_epochs_stable(&store).await;
     history_pages_in_order(&store).await;
+    history_pages_stop_at_the_byte_budget(&store).await;
+    topic_meta_gives_bounds_without_reading_publications(&store).await;
     idempotency_keys_deduplicate(&store).await;
     payloads_round_trip(&store).await;
     history_since_filters_by_time(&store).await;
@@ -74,7 +76,7 @@ async fn offsets_are_dense_per_topic_and_epochs_stable(s: &AnyStore) {
 
 /// History returns publications after an offset, oldest first, with the topic's bounds.
 async fn history_pages_in_order(s: &AnyStore) {
-    let h = s.history("t:a", 2, 2).await.unwrap();
+    let h = s.history("t:a", 2, 2, usize::MAX).await.unwrap();
     assert_eq!(
         h.publications.iter().map(|p| p.offset).collect::<Vec<_>>(),
         vec![3, 4]
@@ -82,10 +84,62 @@ async fn history_pages_in_order(s: &AnyStore) {
     assert_eq!(h.first_offset, Some(1));
     assert_eq!(h.next_offset, 7);
     assert!(h.epoch.is_some());
-    let none = s.history("t:never", 0, 10).await.unwrap();
+    let none = s.history("t:never", 0, 10, usize::MAX).await.unwrap();
     assert_eq!(none.epoch, None);
     assert!(none.publications.is_empty());
     assert_eq!(none.next_offset, 1);
+}
+
+/// A page stops before the publication that would pass `bytes_max`, and always holds one.
+async fn history_pages_stop_at_the_byte_budget(s: &AnyStore) {
+    let now = locus_storage::now_ms();
+    let hundred = "x".repeat(100);
+    let batch: Vec<_> = (0..5)
+        .map(|i| publication("t:bytes", &format!("b{i}"), &hundred, now))
+        .collect();
+    s.append(&batch).await.unwrap();
+    let offsets = |h: locus_storage::History| -> Vec<u64> {
+        h.publications.iter().map(|p| p.offset).collect()
+    };
+    assert_eq!(
+        offsets(s.history("t:bytes", 0, 10, 250).await.unwrap()),
+        vec![1, 2]
+    );
+    assert_eq!(
+        offsets(s.history("t:bytes", 0, 10, 300).await.unwrap()),
+        vec![1, 2, 3]
+    );
+    assert_eq!(
+        offsets(s.history("t:bytes", 1, 10, 50).await.unwrap()),
+        vec![2],
+        "one publication larger than the budget still pages"
+    );
+    assert_eq!(
+        offsets(s.history("t:bytes", 2, 2, 10_000).await.unwrap()),
+        vec![3, 4]
+    );
+    let h = s.history("t:bytes", 5, 10, 10).await.unwrap();
+    assert!(h.publications.is_empty());
+    assert_eq!(h.next_offset, 6);
+}
+
+/// `topic_meta` gives the epoch and offset bounds `history` gives, for written and unknown
+/// topics alike.
+async fn topic_meta_gives_bounds_without_reading_publications(s: &AnyStore) {
+    let h = s.history("t:a", 0, 1, usize::MAX).await.unwrap();
+    let meta = s.topic_meta("t:a").await.unwrap();
+    assert_eq!(meta.epoch, h.epoch);
+    assert_eq!(meta.first_offset, Some(1));
+    assert_eq!(meta.next_offset, 7);
+    let none = s.topic_meta("t:never").await.unwrap();
+    assert_eq!(
+        none,
+        locus_storage::TopicMeta {
+            epoch: None,
+            first_offset: None,
+            next_offset: 1
+        }
+    );
 }
 
 /// A key already stored, or repeated in one batch, yields the original outcome and is stored once.
@@ -109,7 +163,7 @@ async fn idempotency_keys_deduplicate(s: &AnyStore) {
     assert!(!again[1].duplicate);
     assert!(again[2].duplicate);
     assert_eq!(again[2].offset, again[1].offset);
-    let h = s.history("t:idem", 0, 10).await.unwrap();
+    let h = s.history("t:idem", 0, 10, usize::MAX).await.unwrap();
     assert_eq!(h.publications.len(), 2);
     assert_eq!(h.publications[0].payload, br#"{"v":1}"#);
 }
@@ -119,12 +173,16 @@ async fn payloads_round_trip(s: &AnyStore) {
     let now = locus_storage::now_ms();
     let mut p = publication("t:rt", "rt1", "", now);
     p.encoding = Encoding::Binary;
-    p.payload = vec![0, 255, 1, 2];
+    p.payload = bytes::Bytes::from_static(&[0, 255, 1, 2]);
     p.client_id = Some("c-1".into());
     p.user_id = None;
     p.event = "bin".into();
     s.append(std::slice::from_ref(&p)).await.unwrap();
-    let got = &s.history("t:rt", 0, 1).await.unwrap().publications[0];
+    let got = &s
+        .history("t:rt", 0, 1, usize::MAX)
+        .await
+        .unwrap()
+        .publications[0];
     assert_eq!(got.encoding, Encoding::Binary);
     assert_eq!(got.payload, vec![0, 255, 1, 2]);
     assert_eq!(got.client_id.as_deref(), Some("c-1"));
@@ -161,7 +219,7 @@ async fn purge_removes_old_days_and_keeps_new(s: &AnyStore) {
     .unwrap();
     let today_start = now - now.rem_euclid(DAY_MS);
     s.purge_before(today_start).await.unwrap();
-    let h = s.history("t:ret", 0, 10).await.unwrap();
+    let h = s.history("t:ret", 0, 10, usize::MAX).await.unwrap();
     assert_eq!(
         h.publications
             .iter()
@@ -171,6 +229,8 @@ async fn purge_removes_old_days_and_keeps_new(s: &AnyStore) {
     );
     assert_eq!(h.first_offset, Some(2));
     assert_eq!(h.next_offset, 3, "offsets are not reused after retention");
+    let meta = s.topic_meta("t:ret").await.unwrap();
+    assert_eq!((meta.first_offset, meta.next_offset), (Some(2), 3));
 }
 
 fn geo(id: &str, lat: f64, lng: f64, created_at_ms: i64) -> NewGeoMessage {

@@ -4,18 +4,24 @@
 //! A batch is written when it holds `batch_rows_max` records or `flush_interval_ms` after its
 //! first one. While a batch is being written the mailbox keeps filling (that is where the next
 //! batch comes from); the mailbox holds `inflight_publications_max` items and publishers use
-//! `try_send`, so past the bound they are refused at once — never a silent drop. A batch
-//! failing transiently is retried with jittered exponential backoff for up to
-//! `retry_window_ms` (storage health reads "degraded" meanwhile). Nothing is completed before
-//! its commit; on stop, what is buffered is written first.
+//! `try_send`, so past the bound they are refused at once — never a silent drop. Publishers of
+//! durable topics also reserve the record's bytes in the writer's [`InflightBytes`] first
+//! (`inflight_bytes_max`), released when the record is completed.
+//!
+//! A record that cannot be stored ([`Batchable::check`]) is completed with its error as it
+//! arrives. A batch failing transiently is retried with jittered exponential backoff for up to
+//! `retry_window_ms` (storage health reads "degraded" meanwhile). A batch in which the database
+//! refuses a row is split in halves, down to the refused rows: only their publishers get the
+//! error, the other rows commit, in order. Nothing is completed before its commit; on stop,
+//! what is buffered is written first.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use backon::{BackoffBuilder, ExponentialBuilder};
-use locus_storage::{AnyStore, Appended, NewPublication, Storage, StoreError};
+use locus_storage::{AnyStore, Appended, NewPublication, RecordError, Storage, StoreError};
 
 use crate::config::StorageLimits;
 use crate::metrics as m;
@@ -31,12 +37,13 @@ pub trait BatchSink: Sized + Unpin + 'static {
 
     fn split(item: Self::Item) -> (Self::Record, Self::Ticket);
 
-    /// Called once per batch, after its commit or after its retries gave up.
+    /// Called once per batch, after its commit or after its retries gave up, with one result
+    /// per record in input order; also for a single record refused by its `check`.
     fn complete(
         &mut self,
         records: Vec<Self::Record>,
         tickets: Vec<Self::Ticket>,
-        result: Result<Vec<<Self::Record as Batchable>::Outcome>, StoreError>,
+        results: Vec<Result<<Self::Record as Batchable>::Outcome, StoreError>>,
     );
 }
 
@@ -73,17 +80,19 @@ impl<S: BatchSink> BatchWriter<S> {
         let records = std::mem::take(&mut self.records);
         let tickets = std::mem::take(&mut self.tickets);
         m::storage_batch_rows().record(records.len() as f64);
-        let write = write_with_retry(
-            self.store.clone(),
-            records,
-            self.limits.clone(),
-            self.health.clone(),
-        );
+        let (store, limits, health) =
+            (self.store.clone(), self.limits.clone(), self.health.clone());
+        let write = async move {
+            let results = write_batch(&store, &records, &limits, &health).await;
+            (records, results)
+        };
         // `wait`, not `spawn`: one batch at a time keeps offsets and completions in order.
         ctx.wait(
             write
                 .into_actor(self)
-                .map(move |(records, result), act, _| act.sink.complete(records, tickets, result)),
+                .map(move |(records, results), act, _| {
+                    act.sink.complete(records, tickets, results)
+                }),
         );
     }
 }
@@ -107,9 +116,20 @@ impl<S: BatchSink> Actor for BatchWriter<S> {
 impl<S: BatchSink> Handler<S::Item> for BatchWriter<S> {
     type Result = ();
 
-    /// Buffers the item; flushes when the batch is full, or arms the flush deadline.
+    /// Buffers the item; flushes when the batch is full, or arms the flush deadline. A record
+    /// that cannot be stored is completed with its error at once, so that it never reaches (and
+    /// fails) a batch.
     fn handle(&mut self, item: S::Item, ctx: &mut Self::Context) {
         let (record, ticket) = S::split(item);
+        if let Err(e) = record.check() {
+            m::storage_failure("invalid");
+            self.sink.complete(
+                vec![record],
+                vec![ticket],
+                vec![Err(StoreError::Invalid(e))],
+            );
+            return;
+        }
         self.records.push(record);
         self.tickets.push(ticket);
         if self.records.len() >= self.limits.batch_rows_max {
@@ -138,9 +158,74 @@ impl StorageHealth {
     }
 }
 
+/// The bytes a writer holds accepted but not yet completed, shared with its publishers, who
+/// reserve a record's bytes before they send it.
+#[derive(Clone)]
+pub struct InflightBytes {
+    held: Arc<AtomicUsize>,
+    max: usize,
+}
+
+/// Bytes reserved in an [`InflightBytes`]; released when dropped (after the record's
+/// completion, or when it was never sent).
+#[derive(Debug)]
+pub struct InflightPermit {
+    held: Arc<AtomicUsize>,
+    bytes: usize,
+}
+
+impl InflightBytes {
+    pub fn new(max: usize) -> Self {
+        InflightBytes {
+            held: Arc::default(),
+            max,
+        }
+    }
+
+    /// Reserves `bytes`, or `None` when that would take the writer past its bound. A record
+    /// alone larger than the bound is admitted to an idle writer, so it is not refused forever.
+    pub fn admit(&self, bytes: usize) -> Option<InflightPermit> {
+        let mut held = self.held.load(Ordering::Acquire);
+        loop {
+            if held > 0 && held.saturating_add(bytes) > self.max {
+                return None;
+            }
+            match self.held.compare_exchange_weak(
+                held,
+                held + bytes,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    return Some(InflightPermit {
+                        held: self.held.clone(),
+                        bytes,
+                    })
+                }
+                Err(now) => held = now,
+            }
+        }
+    }
+
+    /// Bytes reserved now.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for InflightPermit {
+    fn drop(&mut self) {
+        self.held.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
 /// Something the storage actors write in batches.
-pub trait Batchable: Sized + Send + Unpin + 'static {
+pub trait Batchable: Sized + Send + Sync + Unpin + 'static {
     type Outcome: Send + 'static;
+    /// Whether the record can be stored (checked as it reaches the writer).
+    fn check(&self) -> Result<(), RecordError> {
+        Ok(())
+    }
     /// Writes one batch in one transaction.
     fn write(
         store: &AnyStore,
@@ -150,6 +235,9 @@ pub trait Batchable: Sized + Send + Unpin + 'static {
 
 impl Batchable for NewPublication {
     type Outcome = Appended;
+    fn check(&self) -> Result<(), RecordError> {
+        NewPublication::check(self)
+    }
     async fn write(store: &AnyStore, batch: &[Self]) -> Result<Vec<Appended>, StoreError> {
         store.append(batch).await
     }
@@ -157,35 +245,72 @@ impl Batchable for NewPublication {
 
 impl Batchable for locus_storage::NewGeoMessage {
     type Outcome = locus_storage::GeoAppended;
+    fn check(&self) -> Result<(), RecordError> {
+        locus_storage::NewGeoMessage::check(self)
+    }
     async fn write(store: &AnyStore, batch: &[Self]) -> Result<Vec<Self::Outcome>, StoreError> {
         store.append_geo(batch).await
     }
 }
 
-/// Writes `records`, retrying transient failures with jittered exponential backoff for up to
-/// `retry_window_ms`. Returns the records (for delivery) with the outcome.
-async fn write_with_retry<T: Batchable>(
-    store: AnyStore,
-    records: Vec<T>,
-    limits: StorageLimits,
-    health: StorageHealth,
-) -> (Vec<T>, Result<Vec<T::Outcome>, StoreError>) {
+/// Writes `records` in one transaction, with one result per record in input order. Transient
+/// failures are retried (see [`write_retrying`]) within one `retry_window_ms` for the whole
+/// batch. When the database refuses a row ([`StoreError::Rejected`]), the batch is split in
+/// halves and each half written on its own, recursively: the refused rows fail alone and the
+/// others commit, in input order (left half first), in at most `2 × rows − 1` writes.
+pub async fn write_batch<T: Batchable>(
+    store: &AnyStore,
+    records: &[T],
+    limits: &StorageLimits,
+    health: &StorageHealth,
+) -> Vec<Result<T::Outcome, StoreError>> {
+    // Wall time, not summed delays: each failed attempt can itself take a while (a pool
+    // timeout), and the window bounds how long publishers wait.
+    let give_up_at = Instant::now() + Duration::from_millis(limits.retry_window_ms);
+    let mut results = Vec::with_capacity(records.len());
+    // Ranges still to write, the next on top; a split pushes its right half first.
+    let mut pending = vec![(0, records.len())];
+    while let Some((start, end)) = pending.pop() {
+        match write_retrying(store, &records[start..end], limits, health, give_up_at).await {
+            Ok(outcomes) => {
+                debug_assert_eq!(outcomes.len(), end - start);
+                results.extend(outcomes.into_iter().map(Ok));
+            }
+            Err(StoreError::Rejected(e)) if end - start > 1 => {
+                tracing::warn!(error = %e, rows = end - start, "a row was refused; splitting the batch");
+                let mid = start + (end - start) / 2;
+                pending.push((mid, end));
+                pending.push((start, mid));
+            }
+            Err(e) => results.extend((start..end).map(|_| Err(e.clone()))),
+        }
+    }
+    debug_assert_eq!(results.len(), records.len());
+    results
+}
+
+/// Writes `records` in one transaction, retrying transient failures with jittered exponential
+/// backoff until `give_up_at`.
+async fn write_retrying<T: Batchable>(
+    store: &AnyStore,
+    records: &[T],
+    limits: &StorageLimits,
+    health: &StorageHealth,
+    give_up_at: Instant,
+) -> Result<Vec<T::Outcome>, StoreError> {
     let mut delays = ExponentialBuilder::default()
         .with_jitter()
         .with_min_delay(Duration::from_millis(limits.retry_delay_ms_min))
         .with_max_delay(Duration::from_millis(limits.retry_delay_ms_max))
         .without_max_times()
         .build();
-    // Wall time, not summed delays: each failed attempt can itself take a while (a pool
-    // timeout), and the window bounds how long publishers wait.
-    let give_up_at = Instant::now() + Duration::from_millis(limits.retry_window_ms);
     loop {
         let started = Instant::now();
-        match T::write(&store, &records).await {
+        match T::write(store, records).await {
             Ok(outcomes) => {
                 m::storage_commit_latency().record(started.elapsed().as_secs_f64());
                 health.set_degraded(false);
-                return (records, Ok(outcomes));
+                return Ok(outcomes);
             }
             Err(e) if e.is_transient() => {
                 health.set_degraded(true);
@@ -198,15 +323,42 @@ async fn write_with_retry<T: Batchable>(
                     None => {
                         m::storage_failure("retries_exhausted");
                         tracing::error!(error = %e, rows = records.len(), "storage write failed past retry_window_ms");
-                        return (records, Err(e));
+                        return Err(e);
                     }
                 }
             }
             Err(e) => {
                 m::storage_failure(e.reason());
                 tracing::error!(error = %e, rows = records.len(), "storage write failed");
-                return (records, Err(e));
+                return Err(e);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Past `inflight_bytes_max` a writer refuses new records until completed ones release
+    /// their bytes; a record alone larger than the bound is admitted to an idle writer.
+    #[test]
+    fn a_writer_refuses_once_inflight_bytes_exceed_the_bound() {
+        let inflight = InflightBytes::new(100);
+        let a = inflight.admit(60).expect("an idle writer admits");
+        assert!(inflight.admit(41).is_none(), "60 + 41 > 100");
+        let b = inflight.admit(40).expect("60 + 40 fits");
+        assert!(inflight.admit(1).is_none());
+        assert_eq!(inflight.held(), 100);
+        drop(a);
+        assert_eq!(inflight.held(), 40);
+        let c = inflight.admit(60).expect("released bytes are free again");
+        drop((b, c));
+        assert_eq!(inflight.held(), 0);
+        let huge = inflight
+            .admit(1_000)
+            .expect("an idle writer takes one oversized record");
+        assert!(inflight.admit(1).is_none());
+        drop(huge);
     }
 }

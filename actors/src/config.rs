@@ -189,6 +189,11 @@ pub struct StorageLimits {
     /// Durable publications accepted but not yet committed; past it, new ones are refused with
     /// `StorageBusy`. Default 20,000.
     pub inflight_publications_max: usize,
+    /// Bytes of durable publications (payload and text fields) one storage writer holds
+    /// accepted but not yet committed; past it, new ones are refused with `StorageBusy`. A
+    /// publication alone larger than this is accepted only by an idle writer. Default
+    /// 67,108,864 (64 MiB).
+    pub inflight_bytes_max: usize,
     /// Backoff between retries of a batch that failed transiently: from… Default 50.
     pub retry_delay_ms_min: u64,
     /// …up to (with jitter). Default 2,000.
@@ -201,13 +206,27 @@ pub struct StorageLimits {
     pub history_window_size: usize,
     /// Topics whose recent publications are kept in memory. Default 10,000.
     pub history_window_topics_max: usize,
+    /// Bytes one topic's window may hold (payloads, text fields and per-entry overhead); its
+    /// oldest publications leave first, and one larger than this is not kept at all.
+    /// Default 1,048,576 (1 MiB).
+    pub history_window_topic_bytes_max: usize,
+    /// Bytes all windows together may hold; past it, the topics written least recently leave
+    /// whole. At least `history_window_topic_bytes_max`. Default 268,435,456 (256 MiB).
+    pub history_window_bytes_max: usize,
     /// Most publications one recovery replays; a larger gap answers `recovered: false`.
     /// Default 1,000.
     pub recover_publications_max: usize,
+    /// Most payload bytes one recovery replays; a larger gap answers `recovered: false` (the
+    /// client then pages the history API). Keep it well under
+    /// `session.outbound_queue_bytes_max`, which the replay must fit in. Default 524,288.
+    pub recover_bytes_max: usize,
     /// Most publications one `broadcast.replay` returns (Supabase caps it at 25). Default 25.
     pub replay_publications_max: usize,
     /// Largest page of `GET /api/channels/<topic>/history`. Default 1,000.
     pub history_page_max: usize,
+    /// Most payload bytes in one history page; a page stops before the publication that would
+    /// pass it (but always holds one) and names the `next_since_offset`. Default 1,048,576.
+    pub history_page_bytes_max: usize,
     /// Publications older than this are removed (whole days on Postgres). Default 30.
     pub retention_days: u32,
     /// How often retention runs. Default 3,600,000 (hourly).
@@ -228,14 +247,19 @@ impl Default for StorageLimits {
             batch_rows_max: 1_000,
             flush_interval_ms: 2,
             inflight_publications_max: 20_000,
+            inflight_bytes_max: 64 * 1024 * 1024,
             retry_delay_ms_min: 50,
             retry_delay_ms_max: 2_000,
             retry_window_ms: 30_000,
             history_window_size: 1_000,
             history_window_topics_max: 10_000,
+            history_window_topic_bytes_max: 1024 * 1024,
+            history_window_bytes_max: 256 * 1024 * 1024,
             recover_publications_max: 1_000,
+            recover_bytes_max: 512 * 1024,
             replay_publications_max: 25,
             history_page_max: 1_000,
+            history_page_bytes_max: 1024 * 1024,
             retention_days: 30,
             retention_check_interval_ms: 3_600_000,
             pool_connections_max: 8,
@@ -260,6 +284,16 @@ impl StorageLimits {
             return err(
                 "storage.history_window_size, history_page_max and retention_days must be positive",
             );
+        }
+        if self.inflight_bytes_max == 0
+            || self.history_page_bytes_max == 0
+            || self.recover_bytes_max == 0
+            || self.history_window_topic_bytes_max == 0
+        {
+            return err("storage.inflight_bytes_max, history_page_bytes_max, recover_bytes_max and history_window_topic_bytes_max must be positive");
+        }
+        if self.history_window_bytes_max < self.history_window_topic_bytes_max {
+            return err("storage.history_window_bytes_max must be at least storage.history_window_topic_bytes_max");
         }
         Ok(())
     }

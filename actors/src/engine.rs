@@ -5,15 +5,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
+use bytes::Bytes;
 use locus_storage::AnyStore;
 
 use crate::auth::{AuthConfig, Authenticator};
+use crate::batch_writer::InflightBytes;
 use crate::broker::Body;
 use crate::broker::{Broker, InProcessBroker};
 use crate::cell::CellRegistry;
 use crate::config::{GeoLimits, RoomLimits, SessionLimits, StorageLimits};
 use crate::geo_writer::{GeoSink, GeoWriter};
-use crate::history::HistoryCache;
+use crate::history::{HistoryCache, WindowLimits};
 use crate::rate_limit::{RateLimitConfig, UserLimiter};
 use crate::registry::{RoomRegistry, SessionRegistry};
 use crate::slots::SlotCounter;
@@ -26,6 +28,8 @@ use locus_protocol::PayloadEncoding;
 pub struct StorageHandle {
     /// The writers; a topic's publications all go to `writers[hash(topic) % len]`.
     pub writers: Arc<[Addr<StorageWriter>]>,
+    /// Each writer's in-flight bytes (`inflight_bytes_max`), by the same index.
+    pub inflight: Arc<[InflightBytes]>,
     pub store: AnyStore,
     pub cache: HistoryCache,
     pub limits: Arc<StorageLimits>,
@@ -94,9 +98,14 @@ impl Engine {
         geo_limits: GeoLimits,
         storage: Option<(AnyStore, StorageLimits)>,
     ) -> Self {
-        let cache = storage
-            .as_ref()
-            .map(|(_, l)| HistoryCache::new(l.history_window_size, l.history_window_topics_max));
+        let cache = storage.as_ref().map(|(_, l)| {
+            HistoryCache::new(WindowLimits {
+                size: l.history_window_size,
+                topics_max: l.history_window_topics_max,
+                topic_bytes_max: l.history_window_topic_bytes_max,
+                bytes_max: l.history_window_bytes_max,
+            })
+        });
         let rooms = RoomRegistry::new(room_limits, cache.clone());
         let broker: Arc<dyn Broker> = Arc::new(InProcessBroker::new(rooms.clone()));
         let storage = storage.zip(cache).map(|((store, limits), cache)| {
@@ -112,8 +121,12 @@ impl Engine {
                     writer.start()
                 })
                 .collect();
+            let inflight: Vec<_> = (0..limits.writers)
+                .map(|_| InflightBytes::new(limits.inflight_bytes_max))
+                .collect();
             StorageHandle {
                 writers: writers.into(),
+                inflight: inflight.into(),
                 store,
                 cache,
                 limits: Arc::new(limits),
@@ -165,18 +178,23 @@ impl Engine {
 impl StorageHandle {
     /// The writer that owns `topic`.
     pub fn writer_for(&self, topic: &str) -> &Addr<StorageWriter> {
+        &self.writers[self.writer_index(topic)]
+    }
+
+    fn writer_index(&self, topic: &str) -> usize {
         use std::hash::BuildHasher;
         // A fixed-key hasher: the same topic must map to the same writer for the process's life.
         let hash =
             std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
                 .hash_one(topic);
-        &self.writers[(hash % self.writers.len() as u64) as usize]
+        (hash % self.writers.len() as u64) as usize
     }
 
     /// Hands a publication of a durable topic to the storage writer without waiting. The
     /// receiver completes after commit (the publication is then delivered with its offset), or
     /// with the reason it was not stored. `client_id` makes re-sends by the same user
-    /// idempotent.
+    /// idempotent. Refused with `StorageBusy` when the writer holds `inflight_publications_max`
+    /// publications or `inflight_bytes_max` bytes.
     pub fn append(
         &self,
         publication: crate::broker::Publication,
@@ -186,17 +204,20 @@ impl StorageHandle {
         tokio::sync::oneshot::Receiver<Result<locus_storage::Appended, DurableError>>,
         DurableError,
     > {
+        // The record shares the payload's buffer with the delivery instead of copying it.
         let (encoding, payload) = match &publication.body {
-            Body::Json(p) => (locus_storage::Encoding::Json, p.get().as_bytes().to_vec()),
+            Body::Json(p) | Body::Event(p) => (
+                locus_storage::Encoding::Json,
+                Bytes::from_owner(JsonBytes(p.clone())),
+            ),
             Body::Binary {
                 encoding: PayloadEncoding::Json,
                 data,
-            } => (locus_storage::Encoding::Json, data.to_vec()),
+            } => (locus_storage::Encoding::Json, data.clone()),
             Body::Binary {
                 encoding: PayloadEncoding::Binary,
                 data,
-            } => (locus_storage::Encoding::Binary, data.to_vec()),
-            Body::Event(p) => (locus_storage::Encoding::Json, p.get().as_bytes().to_vec()),
+            } => (locus_storage::Encoding::Binary, data.clone()),
         };
         let idem_key = match (&client_id, user_id) {
             (Some(id), user) => format!("u:{}:{id}", user.unwrap_or("")),
@@ -212,15 +233,33 @@ impl StorageHandle {
             idem_key,
             created_at_ms: locus_storage::now_ms(),
         };
+        let writer = self.writer_index(&publication.topic);
+        let Some(permit) = self.inflight[writer].admit(record.size_bytes()) else {
+            crate::metrics::storage_refused("inflight_bytes");
+            return Err(DurableError::Busy);
+        };
         let (done, completion) = tokio::sync::oneshot::channel();
-        self.writer_for(&publication.topic)
+        self.writers[writer]
             .try_send(Append {
                 record,
                 delivery: publication,
                 done,
+                permit,
             })
-            .map_err(|_| DurableError::Busy)?;
+            .map_err(|_| {
+                crate::metrics::storage_refused("inflight_publications");
+                DurableError::Busy
+            })?;
         crate::metrics::storage_queue_depth().increment(1.0);
         Ok(completion)
+    }
+}
+
+/// A JSON payload's text as the bytes of a stored record, without copying it.
+struct JsonBytes(Arc<serde_json::value::RawValue>);
+
+impl AsRef<[u8]> for JsonBytes {
+    fn as_ref(&self) -> &[u8] {
+        self.0.get().as_bytes()
     }
 }

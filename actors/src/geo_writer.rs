@@ -1,8 +1,9 @@
 //! The geo writer: stores geo messages (`post`) in batches, like the storage writer does for
 //! durable topics, and completes each post only after its batch committed.
 //!
-//! Takes [`GeoAppend`]; batching, the mailbox bound (refusal with `StorageBusy` past it) and
-//! retries are the [`BatchWriter`]'s. Fan-out to cells is the poster's session's job once the
+//! Takes [`GeoAppend`]; batching, the mailbox bound (refusal with `StorageBusy` past it), record
+//! checks (NUL, id length: `InvalidPayload`, `ClientIdTooLong`) and retries are the
+//! [`BatchWriter`]'s. Fan-out to cells is the poster's session's job once the
 //! completion says "stored, not a duplicate".
 
 use actix::prelude::*;
@@ -42,20 +43,11 @@ impl BatchSink for GeoSink {
         &mut self,
         _records: Vec<NewGeoMessage>,
         tickets: Vec<GeoCompletion>,
-        result: Result<Vec<GeoAppended>, StoreError>,
+        results: Vec<Result<GeoAppended, StoreError>>,
     ) {
-        match result {
-            Ok(outcomes) => {
-                for (done, outcome) in tickets.into_iter().zip(outcomes) {
-                    let _ = done.send(Ok(outcome));
-                }
-            }
-            Err(e) => {
-                let err = DurableError::from_store(&e);
-                for done in tickets {
-                    let _ = done.send(Err(err.clone()));
-                }
-            }
+        debug_assert_eq!(tickets.len(), results.len());
+        for (done, result) in tickets.into_iter().zip(results) {
+            let _ = done.send(result.map_err(|e| DurableError::from_store(&e)));
         }
     }
 }

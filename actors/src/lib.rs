@@ -15,6 +15,7 @@
 //! - [`broker`]: the boundary between publishers and rooms; in-process implementation.
 //! - [`storage_writer`]: the storage actor batching durable publications into transactions.
 //! - [`history`]: the in-memory window of recent durable publications per topic.
+//! - [`recovery`]: what a rejoining client missed, from the window or the database.
 //! - [`registry`]: topic → room and session id → session maps.
 //! - [`presence`], [`typing`]: pure state of a room's presence and typing indicators.
 //! - [`wire`]: server message shapes (replies, closes, `system`).
@@ -36,6 +37,7 @@ pub mod nearby;
 pub mod outbox;
 pub mod presence;
 pub mod rate_limit;
+pub mod recovery;
 pub mod registry;
 pub mod room;
 pub mod slots;

@@ -161,6 +161,54 @@ pub fn storage_failure(reason: &'static str) {
     counter!(STORAGE_FAILURES, "reason" => reason).increment(1);
 }
 
+/// Counts a durable publication or geo message refused at a writer's door with `StorageBusy`
+/// (`reason`: `inflight_publications`, `inflight_bytes`).
+pub fn storage_refused(reason: &'static str) {
+    counter!(STORAGE_REFUSED, "reason" => reason).increment(1);
+}
+
+pub const STORAGE_REFUSED: &str = "locus_storage_refused_total";
+pub const HISTORY_WINDOW_BYTES: &str = "locus_history_window_bytes";
+pub const HISTORY_WINDOW_EVICTIONS: &str = "locus_history_window_evictions_total";
+
+cached!(history_window_bytes, Gauge, gauge!(HISTORY_WINDOW_BYTES));
+
+/// Why publications left the history window (the `reason` label of
+/// `locus_history_window_evictions_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowEviction {
+    /// The topic's window held `history_window_size` publications.
+    TopicSize,
+    /// The topic's window passed `history_window_topic_bytes_max`.
+    TopicBytes,
+    /// All windows together passed `history_window_bytes_max`: a least recently written topic
+    /// left whole.
+    WindowBytes,
+    /// `history_window_topics_max` topics were kept: a least recently written topic left whole.
+    TopicsMax,
+    /// The topic's epoch changed, so its window started over.
+    EpochChanged,
+}
+
+impl WindowEviction {
+    pub fn label(self) -> &'static str {
+        match self {
+            WindowEviction::TopicSize => "topic_size",
+            WindowEviction::TopicBytes => "topic_bytes",
+            WindowEviction::WindowBytes => "window_bytes",
+            WindowEviction::TopicsMax => "topics_max",
+            WindowEviction::EpochChanged => "epoch_changed",
+        }
+    }
+}
+
+/// Counts `n` publications that left the history window (they stay in the database).
+pub fn window_evicted(reason: WindowEviction, n: usize) {
+    if n > 0 {
+        counter!(HISTORY_WINDOW_EVICTIONS, "reason" => reason.label()).increment(n as u64);
+    }
+}
+
 /// Counts a recovery or replay on join by result (`recovered`, `not_recovered`, `replayed`).
 pub fn recovery(result: &'static str) {
     counter!(RECOVERIES, "result" => result).increment(1);

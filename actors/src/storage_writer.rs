@@ -1,19 +1,21 @@
 //! The storage writer actor: gathers durable publications into batches, writes each batch in
 //! one transaction, and only then acknowledges and delivers them.
 //!
-//! Takes [`Append`]; batching, the mailbox bound (past it publishers get `StorageBusy`) and
-//! retries are the [`BatchWriter`]'s. After commit, in offset order: the publication enters the
-//! history window, is handed to the broker with its `{offset, epoch}`, and its publisher's
-//! completion fires. When retries give up, its publishers get `StorageUnavailable`.
+//! Takes [`Append`]; batching, the mailbox and byte bounds (past them publishers get
+//! `StorageBusy`), record checks and retries are the [`BatchWriter`]'s. After commit, in offset
+//! order: the publication enters the history window, is handed to the broker with its
+//! `{offset, epoch}`, and its publisher's completion fires. When retries give up, its
+//! publishers get `StorageUnavailable`; a record refused by its check gets `InvalidPayload` or
+//! `ClientIdTooLong`, one the database refused `StorageError`.
 
 use std::sync::Arc;
 
 use actix::prelude::*;
-use locus_storage::{Appended, NewPublication, StoreError};
+use locus_storage::{Appended, NewPublication, RecordError, StoreError};
 use tokio::sync::oneshot;
 
 pub use crate::batch_writer::StorageHealth;
-use crate::batch_writer::{BatchSink, BatchWriter};
+use crate::batch_writer::{BatchSink, BatchWriter, InflightPermit};
 use crate::broker::{Broker, Durable, Publication};
 use crate::history::{CachedPublication, HistoryCache};
 use crate::metrics as m;
@@ -27,6 +29,9 @@ pub enum DurableError {
     Unavailable(String),
     #[error("StorageError: {0}")]
     Failed(String),
+    /// The record cannot be stored as sent (`InvalidPayload`, `ClientIdTooLong`).
+    #[error("{code}: {0}", code = .0.code())]
+    Invalid(RecordError),
 }
 
 impl DurableError {
@@ -36,15 +41,16 @@ impl DurableError {
             DurableError::Busy => "StorageBusy",
             DurableError::Unavailable(_) => "StorageUnavailable",
             DurableError::Failed(_) => "StorageError",
+            DurableError::Invalid(e) => e.code(),
         }
     }
 
     /// The publisher-facing error for a batch whose write failed.
     pub fn from_store(e: &StoreError) -> DurableError {
-        if e.is_transient() {
-            DurableError::Unavailable(e.to_string())
-        } else {
-            DurableError::Failed(e.to_string())
+        match e {
+            StoreError::Invalid(r) => DurableError::Invalid(r.clone()),
+            e if e.is_transient() => DurableError::Unavailable(e.to_string()),
+            e => DurableError::Failed(e.to_string()),
         }
     }
 }
@@ -56,9 +62,12 @@ pub type Completion = oneshot::Sender<Result<Appended, DurableError>>;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Append {
+    /// Shares its payload with `delivery` (no second copy while it waits).
     pub record: NewPublication,
     pub delivery: Publication,
     pub done: Completion,
+    /// The record's bytes reserved in the writer's in-flight budget, released on completion.
+    pub permit: InflightPermit,
 }
 
 /// The durable-topic writer.
@@ -79,34 +88,32 @@ impl DurableSink {
 impl BatchSink for DurableSink {
     type Item = Append;
     type Record = NewPublication;
-    type Ticket = (Publication, Completion);
+    type Ticket = (Publication, Completion, InflightPermit);
 
-    fn split(a: Append) -> (NewPublication, (Publication, Completion)) {
-        (a.record, (a.delivery, a.done))
+    fn split(a: Append) -> (NewPublication, Self::Ticket) {
+        (a.record, (a.delivery, a.done, a.permit))
     }
 
-    /// Delivers and acknowledges a committed batch, or fails its publishers.
+    /// Delivers and acknowledges the committed publications of a batch, and fails the
+    /// publishers of the others. Each permit is released as its record is done with.
     fn complete(
         &mut self,
         records: Vec<NewPublication>,
-        tickets: Vec<(Publication, Completion)>,
-        result: Result<Vec<Appended>, StoreError>,
+        tickets: Vec<Self::Ticket>,
+        results: Vec<Result<Appended, StoreError>>,
     ) {
         m::storage_queue_depth().decrement(records.len() as f64);
-        let outcomes = match result {
-            Ok(o) => o,
-            Err(e) => {
-                let err = DurableError::from_store(&e);
-                for (_, done) in tickets {
-                    let _ = done.send(Err(err.clone()));
-                }
-                return;
-            }
-        };
-        debug_assert_eq!(outcomes.len(), records.len());
-        for ((record, (mut publication, done)), outcome) in
-            records.into_iter().zip(tickets).zip(outcomes)
+        debug_assert_eq!(results.len(), records.len());
+        for ((record, (mut publication, done, _permit)), result) in
+            records.into_iter().zip(tickets).zip(results)
         {
+            let outcome = match result {
+                Ok(o) => o,
+                Err(e) => {
+                    let _ = done.send(Err(DurableError::from_store(&e)));
+                    continue;
+                }
+            };
             if !outcome.duplicate {
                 let epoch: Arc<str> = Arc::from(outcome.epoch.as_str());
                 let client_id: Option<Arc<str>> = record.client_id.as_deref().map(Arc::from);

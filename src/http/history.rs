@@ -1,8 +1,11 @@
 //! `GET /api/channels/<topic>/history?since_offset=&limit=`: a durable topic's history, for
 //! clients whose recovery answered `recovered: false`.
 //!
-//! Answers `{"topic","epoch","first_offset","next_offset","messages":[{"offset","event",
-//! "payload","id","user_id","created_at"}]}`; binary payloads come as `payload_base64`.
+//! Answers `{"topic","epoch","first_offset","next_offset","next_since_offset","messages":[{"offset",
+//! "event","payload","id","user_id","created_at"}]}`; binary payloads come as `payload_base64`.
+//! A page holds at most `limit` messages and `storage.history_page_bytes_max` payload bytes
+//! (always at least one message); `next_since_offset` is the `since_offset` of the next page,
+//! `null` once the page reaches the newest message.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine as _;
@@ -62,8 +65,18 @@ pub async fn history(
     }
     let h = storage
         .store
-        .history(&key, query.since_offset, limit)
+        .history(
+            &key,
+            query.since_offset,
+            limit,
+            storage.limits.history_page_bytes_max,
+        )
         .await?;
+    let next_since_offset = h
+        .publications
+        .last()
+        .map(|p| p.offset)
+        .filter(|&last| last.saturating_add(1) < h.next_offset);
     let messages: Vec<Value> = h
         .publications
         .into_iter()
@@ -92,6 +105,7 @@ pub async fn history(
         "epoch": h.epoch,
         "first_offset": h.first_offset,
         "next_offset": h.next_offset,
+        "next_since_offset": next_since_offset,
         "messages": messages,
     })))
 }

@@ -16,7 +16,7 @@ use sqlx::{QueryBuilder, SqlSafeStr, Sqlite};
 
 use crate::{
     new_epoch, Appended, Encoding, GeoAppended, History, NearbyHit, NearbyQuery, NearbyScan,
-    NewGeoMessage, NewPublication, Storage, StoreError, Stored, GEO_INDEX_LEN,
+    NewGeoMessage, NewPublication, Storage, StoreError, Stored, TopicMeta, GEO_INDEX_LEN,
 };
 
 /// How long a connection waits on a locked database before failing (transient).
@@ -104,34 +104,33 @@ impl SqliteStore {
 
     /// A history page: `rows` with the topic's epoch and offset bounds.
     async fn with_meta(&self, topic: &str, rows: Vec<Row>) -> Result<History, StoreError> {
-        let (epoch, next_offset, first_offset) = self.topic_meta(topic).await?;
+        let meta = self.topic_meta(topic).await?;
         Ok(History {
-            epoch,
-            first_offset,
-            next_offset,
+            epoch: meta.epoch,
+            first_offset: meta.first_offset,
+            next_offset: meta.next_offset,
             publications: rows.into_iter().map(stored).collect(),
         })
     }
 
-    async fn topic_meta(
+    /// The offsets and payload sizes of the next `limit` publications after `after_offset`.
+    /// No payload is loaded to measure it (SQLite reads the record header, Postgres the TOAST
+    /// pointer), so a page never loads more payload than it returns.
+    async fn page_sizes(
         &self,
         topic: &str,
-    ) -> Result<(Option<String>, u64, Option<u64>), StoreError> {
-        let meta: Option<(String, i64)> =
-            sqlx::query_as("SELECT epoch, next_offset FROM topics WHERE topic = ?1")
-                .bind(topic)
-                .fetch_optional(&self.pool)
-                .await?;
-        let first: (Option<i64>,) =
-            sqlx::query_as("SELECT MIN(msg_offset) FROM messages WHERE topic = ?1")
-                .bind(topic)
-                .fetch_one(&self.pool)
-                .await?;
-        let (epoch, next) = match meta {
-            Some((e, n)) => (Some(e), n as u64),
-            None => (None, 1),
-        };
-        Ok((epoch, next, first.0.map(|o| o as u64)))
+        after_offset: u64,
+        limit: usize,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT msg_offset, length(payload) FROM messages WHERE topic = ?1 AND msg_offset > ?2 \
+             ORDER BY msg_offset LIMIT ?3",
+        )
+        .bind(topic)
+        .bind(after_offset as i64)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?)
     }
 }
 
@@ -186,7 +185,7 @@ impl Storage for SqliteStore {
                     .push_bind(*offset)
                     .push_bind(&p.event)
                     .push_bind(p.encoding as i64)
-                    .push_bind(&p.payload)
+                    .push_bind(p.payload.as_ref())
                     .push_bind(&p.user_id)
                     .push_bind(&p.client_id)
                     .push_bind(&p.idem_key)
@@ -211,17 +210,47 @@ impl Storage for SqliteStore {
         topic: &str,
         after_offset: u64,
         limit: usize,
+        bytes_max: usize,
     ) -> Result<History, StoreError> {
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT msg_offset, event, encoding, payload, user_id, client_id, created_at FROM messages \
-             WHERE topic = ?1 AND msg_offset > ?2 ORDER BY msg_offset LIMIT ?3",
-        )
-        .bind(topic)
-        .bind(after_offset as i64)
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
+        let sizes = self.page_sizes(topic, after_offset, limit).await?;
+        let sizes_only: Vec<i64> = sizes.iter().map(|s| s.1).collect();
+        let n = crate::rows_within_bytes(&sizes_only, bytes_max);
+        let rows: Vec<Row> = match n.checked_sub(1).map(|last| sizes[last].0) {
+            None => Vec::new(),
+            Some(through) => sqlx::query_as(
+                "SELECT msg_offset, event, encoding, payload, user_id, client_id, created_at FROM messages \
+                 WHERE topic = ?1 AND msg_offset > ?2 AND msg_offset <= ?3 ORDER BY msg_offset LIMIT ?4",
+            )
+            .bind(topic)
+            .bind(after_offset as i64)
+            .bind(through)
+            .bind(n as i64)
+            .fetch_all(&self.pool)
+            .await?,
+        };
         self.with_meta(topic, rows).await
+    }
+
+    async fn topic_meta(&self, topic: &str) -> Result<TopicMeta, StoreError> {
+        let meta: Option<(String, i64)> =
+            sqlx::query_as("SELECT epoch, next_offset FROM topics WHERE topic = ?1")
+                .bind(topic)
+                .fetch_optional(&self.pool)
+                .await?;
+        let first: (Option<i64>,) =
+            sqlx::query_as("SELECT MIN(msg_offset) FROM messages WHERE topic = ?1")
+                .bind(topic)
+                .fetch_one(&self.pool)
+                .await?;
+        let (epoch, next_offset) = match meta {
+            Some((e, n)) => (Some(e), n as u64),
+            None => (None, 1),
+        };
+        Ok(TopicMeta {
+            epoch,
+            first_offset: first.0.map(|o| o as u64),
+            next_offset,
+        })
     }
 
     async fn history_since(

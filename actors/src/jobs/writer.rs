@@ -41,11 +41,10 @@ impl BatchSink for JobSink {
         &mut self,
         _records: Vec<JobUpdate>,
         tickets: Vec<Self::Ticket>,
-        result: Result<Vec<()>, StoreError>,
+        results: Vec<Result<(), StoreError>>,
     ) {
-        let outcome = result.map(|_| ()).map_err(|e| DurableError::from_store(&e));
-        for done in tickets {
-            let _ = done.send(outcome.clone());
+        for (done, result) in tickets.into_iter().zip(results) {
+            let _ = done.send(result.map_err(|e| DurableError::from_store(&e)));
         }
     }
 }
