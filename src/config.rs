@@ -6,7 +6,9 @@ use std::path::Path;
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use locus_actors::auth::AuthConfig;
-use locus_actors::config::{GeoLimits, RoomLimits, SessionLimits, StorageLimits};
+use locus_actors::config::{
+    GeoLimits, RoomLimits, SessionLimits, StorageLimits, FRAME_ENVELOPE_BYTES,
+};
 use locus_actors::rate_limit::RateLimitConfig;
 use serde::Deserialize;
 
@@ -110,6 +112,14 @@ impl Config {
         self.session.validate().map_err(invalid)?;
         self.room.validate().map_err(invalid)?;
         self.room.validate_against(&self.session).map_err(invalid)?;
+        // What one recovery or replay sends must fit the joiner's queue.
+        if self.storage.recover_bytes_max + FRAME_ENVELOPE_BYTES
+            > self.session.outbound_queue_bytes_max
+        {
+            return Err(ConfigError::Invalid(
+                "storage.recover_bytes_max must fit session.outbound_queue_bytes_max".into(),
+            ));
+        }
         self.storage.validate().map_err(invalid)?;
         self.geo.validate().map_err(invalid)?;
         self.jobs.validate().map_err(invalid)?;

@@ -85,6 +85,73 @@ fn describe() {
         m::FANOUT_RECIPIENTS,
         "Members one publication was queued for."
     );
+    describe_counter!(
+        m::RATE_LIMITED,
+        "Frames and requests refused by a rate limit, by limit."
+    );
+    describe_counter!(
+        m::AUTH_FAILURES,
+        "Refused tokens, actions, connections and sign-ins, by code."
+    );
+    describe_histogram!(
+        m::STORAGE_COMMIT_LATENCY,
+        Unit::Seconds,
+        "Write and commit time of one storage batch."
+    );
+    describe_counter!(
+        m::STORAGE_RETRIES,
+        "Storage batch retries after transient failures."
+    );
+    describe_counter!(m::STORAGE_FAILURES, "Failed storage batches, by reason.");
+    describe_gauge!(
+        m::STORAGE_QUEUE_DEPTH,
+        "Durable publications accepted and not yet committed."
+    );
+    describe_counter!(m::RECOVERIES, "Join recoveries and replays, by result.");
+    describe_counter!(
+        m::STORAGE_REFUSED,
+        "Durable publications refused at a writer's admission, by reason."
+    );
+    describe_gauge!(
+        m::HISTORY_WINDOW_BYTES,
+        Unit::Bytes,
+        "Payload bytes held by the in-memory history window."
+    );
+    describe_counter!(
+        m::HISTORY_WINDOW_EVICTIONS,
+        "Publications evicted from the history window, by reason."
+    );
+    describe_gauge!(m::CELLS, "Running geohash cell actors.");
+    describe_counter!(m::BEACONS, "Location beacons fanned out.");
+    describe_histogram!(
+        m::GEO_FANOUT_LATENCY,
+        Unit::Seconds,
+        "From a geo post or beacon accepted to queued for every nearby member."
+    );
+    describe_counter!(m::JOBS_CREATED, "AI jobs created, by kind.");
+    describe_counter!(m::JOBS_FINISHED, "AI jobs that reached a final status.");
+    describe_gauge!(m::JOBS_LIVE, "Job actors running on this instance.");
+    describe_counter!(
+        m::JOB_ATTEMPTS,
+        "Provider attempts of jobs, by provider and outcome."
+    );
+    describe_counter!(m::JOB_WRITE_FAILURES, "Job state writes that failed.");
+    describe_counter!(
+        m::PROVIDER_CALLS,
+        "HTTP calls to providers, by provider, operation and outcome."
+    );
+    describe_gauge!(
+        m::BREAKER_STATE,
+        "Circuit breaker state per provider: 0 closed, 1 half-open, 2 open."
+    );
+    describe_counter!(
+        m::BREAKER_TRANSITIONS,
+        "Circuit breaker changes, by provider and new state."
+    );
+    describe_counter!(
+        m::WEBHOOKS,
+        "Provider webhooks, by configured provider (or unknown) and outcome."
+    );
     describe_gauge!(
         crate::http::metrics::PROCESS_RSS,
         Unit::Bytes,

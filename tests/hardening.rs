@@ -595,3 +595,18 @@ async fn private_broadcasts_never_reach_public_members_of_the_same_topic() {
         "to-private"
     );
 }
+
+/// F12: a NUL byte (here in a REST event name) cannot reach a stored row: the publication is
+/// refused with 422 `InvalidPayload` on its own, and the topic keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_in_a_durable_publication_is_refused_alone() {
+    let server = TestServer::start();
+    let url = |event: &str| server.http(&format!("/api/broadcast/room:nul/events/{event}"));
+    let (status, body) = common::http_post(&url("e%00vil"), "{}").await;
+    assert!(
+        status == 422 && body.contains("InvalidPayload"),
+        "{status} {body}"
+    );
+    let (status, body) = common::http_post(&url("fine"), "{}").await;
+    assert_eq!(status, 202, "{body}");
+}

@@ -181,20 +181,31 @@ async fn replay<S: Storage>(
     let limit = r.limit.unwrap_or(max).min(max);
     match store.history_since(topic, r.since, limit).await {
         Ok(h) => {
-            let after_offset = h
-                .publications
-                .first()
-                .map_or(0, |p| p.offset.saturating_sub(1));
+            let mut entries: Vec<_> = h.publications.into_iter().map(cached).collect();
+            keep_newest_within(&mut entries, limits.recover_bytes_max);
+            let after_offset = entries.first().map_or(0, |p| p.offset.saturating_sub(1));
             Recovery {
                 possible: true,
                 epoch: h.epoch.map(Arc::from),
                 after_offset,
-                entries: h.publications.into_iter().map(cached).collect(),
+                entries,
                 replay: true,
             }
         }
         Err(_) => not_possible(true),
     }
+}
+
+/// Drops the oldest of `entries` (oldest first) until their payloads hold at most `bytes_max`:
+/// a replay is best effort, and one larger than the joiner's queue would shed the joiner.
+fn keep_newest_within(entries: &mut Vec<Arc<CachedPublication>>, bytes_max: usize) {
+    let mut bytes: usize = entries.iter().map(|p| p.payload_bytes()).sum();
+    let mut drop = 0;
+    while bytes > bytes_max && drop < entries.len() {
+        bytes -= entries[drop].payload_bytes();
+        drop += 1;
+    }
+    entries.drain(..drop);
 }
 
 #[cfg(test)]
@@ -388,5 +399,29 @@ mod tests {
                 .possible
         );
         assert_eq!(store.rows_read(), 0, "served (and refused) from the window");
+    }
+
+    /// A replay keeps its newest publications within `recover_bytes_max`, so it never
+    /// overflows the joiner's queue (25 × 64 KiB would).
+    #[test]
+    fn replays_keep_their_newest_publications_within_the_byte_budget() {
+        let entry = |offset: u64, n: usize| {
+            Arc::new(CachedPublication {
+                offset,
+                event: "e".into(),
+                body: Body::Json(Arc::from(crate::wire::raw(format!(
+                    "\"{}\"",
+                    "x".repeat(n)
+                )))),
+                client_id: None,
+                created_at_ms: 0,
+            })
+        };
+        let mut entries: Vec<_> = (1..=5).map(|o| entry(o, 98)).collect();
+        keep_newest_within(&mut entries, 250);
+        let offsets: Vec<u64> = entries.iter().map(|p| p.offset).collect();
+        assert_eq!(offsets, [4, 5]);
+        keep_newest_within(&mut entries, 10);
+        assert!(entries.is_empty());
     }
 }

@@ -17,6 +17,7 @@ use actix_web::{web, HttpResponse};
 use locus_actors::auth::{Action, Identity};
 use locus_actors::broker::{Body, Publication};
 use locus_actors::registry::room_key;
+use locus_actors::storage_writer::DurableError;
 use locus_actors::user_session::TOPIC_PREFIX;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -134,7 +135,7 @@ pub async fn broadcast(
     let refused: Vec<ApiError> = results.into_iter().filter_map(Result::err).collect();
     if let Some(first) = refused.first() {
         return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+            first.status,
             first.code,
             &format!(
                 "{} of {total} messages were refused ({}); retry them",
@@ -149,22 +150,17 @@ pub async fn broadcast(
 /// Publishes one message: through the storage writer (answering after commit) on durable
 /// topics, straight to the broker otherwise.
 async fn publish(state: &AppState, publication: Publication) -> Result<(), ApiError> {
-    let unavailable =
-        |code, message: &str| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message);
     let Some(storage) = state.engine.durable(&publication.topic) else {
-        return state
-            .engine
-            .broker
-            .publish(publication)
-            .map_err(|e| unavailable("RoomBusy", &e.to_string()));
+        return state.engine.broker.publish(publication).map_err(|e| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "RoomBusy", &e.to_string())
+        });
     };
-    let completion = storage
-        .append(publication, None, None)
-        .map_err(|e| unavailable(e.code(), &e.to_string()))?;
+    let completion = storage.append(publication, None, None)?;
     match completion.await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(unavailable(e.code(), &e.to_string())),
-        Err(_) => Err(unavailable("StorageUnavailable", "storage writer stopped")),
+        Ok(result) => result.map(|_| ()).map_err(ApiError::from),
+        Err(_) => Err(ApiError::from(DurableError::Unavailable(
+            "storage writer stopped".into(),
+        ))),
     }
 }
 

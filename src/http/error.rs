@@ -58,6 +58,22 @@ impl From<locus_storage::StoreError> for ApiError {
     }
 }
 
+impl From<locus_actors::storage_writer::DurableError> for ApiError {
+    /// A record that cannot be stored as sent is the caller's (422, retrying will not help);
+    /// a busy or unreachable store is 503 (retry); anything else is the server's fault.
+    fn from(e: locus_actors::storage_writer::DurableError) -> Self {
+        use locus_actors::storage_writer::DurableError as D;
+        let status = match &e {
+            D::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            D::Busy | D::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            D::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let text = e.to_string();
+        let message = text.split_once(": ").map_or(text.as_str(), |(_, m)| m);
+        Self::new(status, e.code(), message)
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         self.status
