@@ -1,7 +1,8 @@
 //! Geo end to end over WebSocket: posts reach exactly the members within their radius, once
 //! each (around the antimeridian, at a pole and in a city), re-posts are idempotent, beacons
 //! are coalesced and scoped to the subscriber's radius, nearby presence, cell rooms, the
-//! stored nearby query, and bad coordinates.
+//! stored nearby query, bad coordinates; the beacon reach shrinking when a wide subscriber
+//! leaves, coarse positions for anonymous subscribers, and `location` needing `broadcast`.
 
 mod common;
 
@@ -9,10 +10,38 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{http_get, Client, Received, TestServer, Vsn};
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use locus_actors::auth::{Action, AuthConfig, TopicPolicy};
 use locus_geo::{haversine_m, Point};
 use serde_json::{json, Value};
 
 const NEARBY: &str = "realtime:nearby";
+const SECRET: &str = "locus-geo-test-secret-of-a-decent-length";
+
+/// An HS256 token for `sub`, valid for an hour.
+fn token(sub: &str) -> String {
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub": sub, "exp": now_s + 3_600, "role": "authenticated"}),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+async fn connect_as(server: &TestServer, sub: &str) -> Client {
+    let url = format!("{}&apikey={}", server.ws_url("2.0.0"), token(sub));
+    Client::connect(&url, Vsn::V2).await
+}
+
+/// The centre of the geohash cell of length `len` holding `p`.
+fn cell_centre(p: Point, len: usize) -> Point {
+    let b = locus_geo::bbox(&locus_geo::encode(p, len)).unwrap();
+    Point::new((b.lat_min + b.lat_max) / 2.0, (b.lng_min + b.lng_max) / 2.0).unwrap()
+}
 
 struct Rng(u64);
 
@@ -32,7 +61,11 @@ impl Rng {
 }
 
 async fn subscribe(server: &TestServer, vsn: Vsn, at: Point, radius_m: f64) -> (Client, String) {
-    let mut c = server.client(vsn).await;
+    subscribe_as(server.client(vsn).await, at, radius_m).await
+}
+
+/// Joins `realtime:nearby` with `radius_m` on `c` and locates it at `at`.
+async fn subscribe_as(mut c: Client, at: Point, radius_m: f64) -> (Client, String) {
     let jr = c
         .join(NEARBY, json!({"nearby": {"radius_m": radius_m}}))
         .await;
@@ -274,7 +307,11 @@ async fn bad_coordinates_get_errors_and_the_connection_stays_usable() {
 /// members in range, closest first.
 #[tokio::test]
 async fn beacons_are_coalesced_and_scoped_and_presence_lists_members_in_range() {
-    let server = TestServer::start_with(|c| c.geo.beacon_interval_ms = 300);
+    // Anonymous subscribers here, and this test follows exact positions: no coarsening.
+    let server = TestServer::start_with(|c| {
+        c.geo.beacon_interval_ms = 300;
+        c.geo.anonymous_cell_len = 0;
+    });
     let origin = Point::new(40.0, -3.7).unwrap();
     let (mut near, _) =
         subscribe(&server, Vsn::V1, Point::new(40.0005, -3.7).unwrap(), 500.0).await;
@@ -401,4 +438,195 @@ async fn geo_cell_rooms_receive_messages_in_their_cell() {
     watcher
         .assert_none(Duration::from_millis(300), |m| m.event == "geo_message")
         .await;
+}
+
+/// Moves `c` to `at` and waits for the ok.
+async fn locate(c: &mut Client, jr: &str, at: Point) {
+    let r = c
+        .push(
+            Some(jr),
+            NEARBY,
+            "location",
+            json!({"lat": at.lat, "lng": at.lng}),
+        )
+        .await;
+    assert_eq!(c.reply_to(&r).await.payload["status"], "ok");
+}
+
+/// The next `location` beacon on `c` placing a member at `lat`.
+async fn beacon_at(c: &mut Client, lat: f64) -> Value {
+    c.next_where(|m| m.event == "location" && m.payload["lat"].as_f64() == Some(lat))
+        .await
+        .payload
+}
+
+/// The first `presence_state` listing `user_id`, re-sending `c`'s location at `at` until one
+/// comes (a list is sent at most once per beacon interval, so a location may get none).
+async fn presence_listing(c: &mut Client, jr: &str, at: Point, user_id: &str) -> Value {
+    for _ in 0..50 {
+        locate(c, jr, at).await;
+        loop {
+            match c.recv(Duration::from_millis(200)).await {
+                Received::Msg(m) if m.event == "presence_state" => {
+                    if m.payload.get(user_id).is_some() {
+                        return m.payload;
+                    }
+                    break;
+                }
+                Received::Msg(_) => {}
+                Received::Timeout => break,
+                Received::Closed(code) => panic!("closed {code:?}"),
+            }
+        }
+    }
+    panic!("no presence_state listed {user_id}");
+}
+
+/// A 50 km subscriber widens the beacon fan-out only while it is subscribed. With
+/// `geo.beacon_cells_max` = 1 a mover's flush is capped while a far cell (20 km) is within the
+/// reach, still reaching its own cell first; once the wide subscriber leaves, the reach is the
+/// remaining subscribers' 1 km and the same flush is no longer capped. (The widest radius ever
+/// seen used to stay the reach for the life of the process.)
+#[tokio::test]
+async fn a_wide_subscriber_leaving_shrinks_the_beacon_reach() {
+    // Process-wide metric; the other tests here keep the default cap and never reach it.
+    const CAPPED: &str = r#"locus_geo_fanout_capped_total{reason="beacon_cells_max"}"#;
+    let server = TestServer::start_with(|c| {
+        c.geo.beacon_interval_ms = 100;
+        c.geo.beacon_cells_max = 1;
+        c.geo.anonymous_cell_len = 0;
+    });
+    let centre = cell_centre(Point::new(-33.92, 18.42).unwrap(), 6);
+    let at = |dlat: f64| Point::new(centre.lat + dlat, centre.lng).unwrap();
+    let (_far, _) = subscribe(&server, Vsn::V2, at(0.18), 1_000.0).await;
+    let (mut near, _) = subscribe(&server, Vsn::V1, at(0.0001), 1_000.0).await;
+    let (mut mover, mj) = subscribe(&server, Vsn::V2, at(0.0), 1_000.0).await;
+    assert!(haversine_m(at(0.0), at(0.18)) > 19_000.0);
+    beacon_at(&mut near, centre.lat).await;
+
+    let mut wide = server.client(Vsn::V2).await;
+    let wj = wide
+        .join(NEARBY, json!({"nearby": {"radius_m": 50_000}}))
+        .await;
+    let before = server.metric(CAPPED).await;
+    locate(&mut mover, &mj, at(-0.0001)).await;
+    beacon_at(&mut near, at(-0.0001).lat).await;
+    assert!(
+        server.metric(CAPPED).await > before,
+        "the 20 km cell is within a 50 km reach"
+    );
+
+    let r = wide.push(Some(&wj), NEARBY, "phx_leave", json!({})).await;
+    assert_eq!(wide.reply_to(&r).await.payload["status"], "ok");
+    let before = server.metric(CAPPED).await;
+    locate(&mut mover, &mj, at(-0.0002)).await;
+    beacon_at(&mut near, at(-0.0002).lat).await;
+    assert_eq!(
+        server.metric(CAPPED).await,
+        before,
+        "after the 50 km subscriber left, the reach is 1 km and the far cell is not a target"
+    );
+}
+
+/// Anonymous nearby subscribers see other members snapped to the centre of their
+/// `geo.anonymous_cell_len` cell (default 6), in `location` beacons and in `presence_state`,
+/// with the distance to that centre; authenticated subscribers see them exactly.
+#[tokio::test]
+async fn anonymous_subscribers_see_coarse_positions_and_authenticated_ones_exact() {
+    let server = TestServer::start_with(|c| {
+        c.auth.jwt_secret = SECRET.into();
+        c.geo.beacon_interval_ms = 100;
+    });
+    let exact = Point::new(51.501_35, -0.141_89).unwrap();
+    let coarse = cell_centre(exact, 6);
+    assert!(
+        haversine_m(exact, coarse) > 10.0,
+        "pick a point off its cell's centre"
+    );
+    let anon_at = Point::new(exact.lat + 0.001, exact.lng).unwrap();
+    let user_at = Point::new(exact.lat - 0.001, exact.lng).unwrap();
+    let (mut anon, aj) = subscribe(&server, Vsn::V1, anon_at, 2_000.0).await;
+    let (mut user, uj) = subscribe_as(connect_as(&server, "viewer").await, user_at, 2_000.0).await;
+    let (_mover, _) = subscribe_as(connect_as(&server, "mover").await, exact, 2_000.0).await;
+
+    let from_mover = |m: &common::Msg| m.event == "location" && m.payload["user_id"] == "mover";
+    let seen = anon.next_where(from_mover).await.payload;
+    assert_eq!(
+        (seen["lat"].as_f64(), seen["lng"].as_f64()),
+        (Some(coarse.lat), Some(coarse.lng))
+    );
+    let d = seen["distance_m"].as_f64().unwrap();
+    assert!((d - haversine_m(anon_at, coarse)).abs() < 1e-6, "{seen}");
+    let seen = user.next_where(from_mover).await.payload;
+    assert_eq!(
+        (seen["lat"].as_f64(), seen["lng"].as_f64()),
+        (Some(exact.lat), Some(exact.lng))
+    );
+    let d = seen["distance_m"].as_f64().unwrap();
+    assert!((d - haversine_m(user_at, exact)).abs() < 1e-6, "{seen}");
+
+    for (c, jr, at, shown) in [
+        (&mut anon, &aj, anon_at, coarse),
+        (&mut user, &uj, user_at, exact),
+    ] {
+        let state = presence_listing(c, jr, at, "mover").await;
+        let meta = &state["mover"]["metas"][0];
+        assert_eq!(
+            (meta["lat"].as_f64(), meta["lng"].as_f64()),
+            (Some(shown.lat), Some(shown.lng)),
+            "{state}"
+        );
+        let d = meta["distance_m"].as_f64().unwrap();
+        assert!((d - haversine_m(at, shown)).abs() < 1e-6, "{state}");
+    }
+}
+
+/// Sharing one's position on `realtime:nearby` is a write: where a policy lets anonymous
+/// clients only join the topic, their `location` is refused with `Unauthorized` and they are
+/// never listed; a role granted `broadcast` shares its location as before.
+#[tokio::test]
+async fn location_on_nearby_needs_the_broadcast_action() {
+    let server = TestServer::start_with(|c| {
+        c.auth = AuthConfig {
+            jwt_secret: SECRET.into(),
+            policies: vec![
+                TopicPolicy {
+                    topic: NEARBY.into(),
+                    roles: vec!["anon".into()],
+                    actions: vec![Action::Join],
+                },
+                TopicPolicy {
+                    topic: NEARBY.into(),
+                    roles: vec!["authenticated".into()],
+                    actions: vec![Action::Join, Action::Broadcast],
+                },
+            ],
+            ..AuthConfig::default()
+        };
+    });
+    let here = Point::new(-23.55, -46.63).unwrap();
+    let mut anon = server.client(Vsn::V2).await;
+    let jr = anon
+        .join(NEARBY, json!({"nearby": {"radius_m": 1_000}}))
+        .await;
+    let r = anon
+        .push(
+            Some(&jr),
+            NEARBY,
+            "location",
+            json!({"lat": here.lat, "lng": here.lng}),
+        )
+        .await;
+    let reply = anon.reply_to(&r).await;
+    assert_eq!(reply.payload["status"], "error", "{reply:?}");
+    assert!(
+        reply.payload["response"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("Unauthorized"),
+        "{reply:?}"
+    );
+    let (mut user, _) = subscribe_as(connect_as(&server, "sharer").await, here, 1_000.0).await;
+    let state = user.next_event("presence_state").await.payload;
+    assert_eq!(state, json!({}), "the refused location placed nobody");
 }

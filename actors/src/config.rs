@@ -399,6 +399,22 @@ pub struct GeoLimits {
     pub content_bytes_max: usize,
     /// Largest `limit` of `GET /api/nearby`. Default 500.
     pub nearby_limit_max: usize,
+    /// Most cells one beacon flush sends its batch to, nearest first; the farther ones miss
+    /// that batch (counted as `locus_geo_fanout_capped_total{reason="beacon_cells_max"}`).
+    /// Default 256.
+    pub beacon_cells_max: usize,
+    /// Most cells one nearby presence list asks, nearest first (`presence_cells_max`).
+    /// Default 64.
+    pub presence_cells_max: usize,
+    /// Most member distance checks a cell makes for one beacon batch (a batch of B beacons
+    /// checks at most this / B members) or one presence list; the members left out get the
+    /// next batch first (`beacon_checks_max`, `presence_checks_max`). Default 65,536.
+    pub cell_checks_max: usize,
+    /// Geohash length to which the positions shown to anonymous subscribers (`location`
+    /// beacons, nearby `presence_state`) are coarsened: snapped to that cell's centre
+    /// (6: about 1.2 km x 0.6 km, so off by up to ~680 m; 0: no coarsening). Authenticated
+    /// subscribers get exact positions. Default 6.
+    pub anonymous_cell_len: usize,
 }
 
 impl Default for GeoLimits {
@@ -416,6 +432,10 @@ impl Default for GeoLimits {
             cell_mailbox_capacity: 4_096,
             content_bytes_max: 4_096,
             nearby_limit_max: 500,
+            beacon_cells_max: 256,
+            presence_cells_max: 64,
+            cell_checks_max: 65_536,
+            anonymous_cell_len: 6,
         }
     }
 }
@@ -442,6 +462,14 @@ impl GeoLimits {
             || self.rehome_hysteresis_m < 0.0
         {
             return err("geo.beacon_interval_ms must be positive and at most geo.beacon_ttl_ms; hysteresis >= 0");
+        }
+        if self.beacon_cells_max == 0 || self.presence_cells_max == 0 || self.cell_checks_max == 0 {
+            return err(
+                "geo.beacon_cells_max, presence_cells_max and cell_checks_max must be positive",
+            );
+        }
+        if self.anonymous_cell_len > locus_geo::CELL_LEN_MAX {
+            return err("geo.anonymous_cell_len must be in 0..=12 (0: exact for everyone)");
         }
         Ok(())
     }

@@ -236,6 +236,38 @@ pub fn beacons_out(n: u64) {
     counter!(BEACONS, "stage" => "out").increment(n);
 }
 
+pub const GEO_FANOUT_CAPPED: &str = "locus_geo_fanout_capped_total";
+
+/// Which geo fan-out cap stopped a step (the `reason` label of `locus_geo_fanout_capped_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GeoCap {
+    /// A beacon flush had more target cells than `geo.beacon_cells_max`.
+    BeaconCells,
+    /// A presence list had more cells to ask than `geo.presence_cells_max`.
+    PresenceCells,
+    /// A cell had more members to check against a beacon batch than `geo.cell_checks_max`.
+    BeaconChecks,
+    /// A cell had more members to check for a presence list than `geo.cell_checks_max`.
+    PresenceChecks,
+}
+
+impl GeoCap {
+    pub fn label(self) -> &'static str {
+        match self {
+            GeoCap::BeaconCells => "beacon_cells_max",
+            GeoCap::PresenceCells => "presence_cells_max",
+            GeoCap::BeaconChecks => "beacon_checks_max",
+            GeoCap::PresenceChecks => "presence_checks_max",
+        }
+    }
+}
+
+/// Counts one geo fan-out step (a flush, a presence list, a cell's scan) cut short by a cap;
+/// what it left out is the farthest cells, or the members whose turn comes next.
+pub fn geo_capped(cap: GeoCap) {
+    counter!(GEO_FANOUT_CAPPED, "reason" => cap.label()).increment(1);
+}
+
 pub const JOBS_CREATED: &str = "locus_jobs_created_total";
 pub const JOBS_FINISHED: &str = "locus_jobs_finished_total";
 pub const JOBS_LIVE: &str = "locus_jobs_live";

@@ -1,6 +1,10 @@
 //! The session's side of `realtime:nearby`: joining with a radius, `location` updates that
 //! home the member in a cell actor (with hysteresis), `post` (stored, then fanned out through
-//! the covering cells), and the per-subscriber presence list of members within the radius.
+//! the covering cells), and the per-subscriber presence list of members within the radius
+//! (asking at most `geo.presence_cells_max` cells, nearest first).
+//!
+//! Whether the subscriber sees exact or coarse positions is decided at join, from whether its
+//! identity is authenticated then.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,10 +14,13 @@ use locus_geo::{haversine_m, BBox, Point};
 use locus_protocol::{encode_message, InboundFrame, Payload};
 use serde_json::{json, Value};
 
+use crate::auth::Action;
 use crate::broker::{Body, Publication};
-use crate::cell::{self, Cell, Enter, Fanout, GeoPost, Move, NearbyMembers, NEARBY_TOPIC};
+use crate::cell::{
+    self, Cell, Enter, Fanout, GeoPost, Move, NearbyMembers, ReachGuard, NEARBY_TOPIC,
+};
 use crate::geo_writer::GeoAppend;
-use crate::metrics::{self as m, DropReason};
+use crate::metrics::{self as m, DropReason, GeoCap};
 use crate::storage_writer::DurableError;
 use crate::user_session::{refuse, Refusal, UserSession};
 use crate::wire::{self, raw};
@@ -36,9 +43,13 @@ pub(crate) struct HomeCell {
 pub(crate) struct NearbyState {
     pub(crate) join_ref: Option<String>,
     radius_m: f64,
+    /// Authenticated at join: sees others' exact positions.
+    exact: bool,
     home: Option<HomeCell>,
     point: Option<Point>,
     presence_sent_at: Option<Instant>,
+    /// Keeps `radius_m` in the beacon reach for as long as this subscription lives.
+    _reach: ReachGuard,
 }
 
 impl NearbyState {
@@ -101,7 +112,7 @@ fn outside_m(b: &BBox, p: Point) -> f64 {
 impl UserSession {
     /// `phx_join` on `realtime:nearby` with `{"config":{"nearby":{"radius_m":R}}}`.
     pub(crate) fn join_nearby(&mut self, frame: &InboundFrame) -> Result<(), Refusal> {
-        self.authorize(NEARBY_TOPIC, false, crate::auth::Action::Join)?;
+        self.authorize(NEARBY_TOPIC, false, Action::Join)?;
         let limits = self.engine.cells.limits().clone();
         let payload = json_value(frame).map_err(|e| refuse("MalformedJoin", e))?;
         let radius_m = match payload.pointer("/config/nearby/radius_m") {
@@ -116,7 +127,6 @@ impl UserSession {
             old.leave(self.id);
             self.push(wire::close(self.vsn, old.join_ref.as_deref(), NEARBY_TOPIC));
         }
-        self.engine.cells.note_radius(radius_m);
         let response = raw(r#"{"postgres_changes":[]}"#.into());
         self.push(wire::reply(
             self.vsn,
@@ -130,9 +140,11 @@ impl UserSession {
         self.nearby = Some(NearbyState {
             join_ref: frame.join_ref.clone(),
             radius_m,
+            exact: self.identity.is_authenticated(),
             home: None,
             point: None,
             presence_sent_at: None,
+            _reach: self.engine.cells.subscribe(radius_m),
         });
         Ok(())
     }
@@ -156,12 +168,14 @@ impl UserSession {
     }
 
     /// `location` `{"lat","lng","accuracy_m"?}`: moves the member, re-homing it when it left its
-    /// cell by more than the hysteresis; replies ok (or error, changing nothing).
+    /// cell by more than the hysteresis; replies ok (or error, changing nothing). Sharing one's
+    /// position with the subscribers around is a write: it needs `broadcast` on the topic.
     pub(crate) fn location(
         &mut self,
         frame: &InboundFrame,
         ctx: &mut Context<Self>,
     ) -> Result<(), Refusal> {
+        self.authorize(NEARBY_TOPIC, false, Action::Broadcast)?;
         let payload = json_value(frame).map_err(|e| refuse("InvalidLocation", e))?;
         let p = point(&payload).map_err(|e| refuse("InvalidLocation", e))?;
         if let Some(acc) = payload.get("accuracy_m") {
@@ -213,6 +227,7 @@ impl UserSession {
                 user_id,
                 point: p,
                 radius_m: st.radius_m,
+                exact: st.exact,
             };
             st.home = Some(HomeCell {
                 addr: addr.clone(),
@@ -244,13 +259,30 @@ impl UserSession {
             return;
         }
         st.presence_sent_at = Some(Instant::now());
-        let (radius, join_ref) = (st.radius_m, st.join_ref.clone());
-        let targets = self.engine.cells.targets(p, radius + COVER_SLACK_M);
+        let (radius, exact, join_ref) = (st.radius_m, st.exact, st.join_ref.clone());
+        // A coarse position can be in range while its member's cell is not.
+        let snap_slack_m = if exact {
+            0.0
+        } else {
+            cell::coarse_offset_m_max(&limits)
+        };
+        let (targets, capped) = self.engine.cells.nearest_targets(
+            p,
+            radius + COVER_SLACK_M + snap_slack_m,
+            limits.presence_cells_max,
+        );
+        if capped {
+            m::geo_capped(GeoCap::PresenceCells);
+        }
+        let (max, me) = (limits.presence_members_max, self.id);
         let query = async move {
             let asks = targets.into_iter().map(|c| {
                 c.send(NearbyMembers {
                     point: p,
                     radius_m: radius,
+                    exact,
+                    limit: max,
+                    exclude: me,
                 })
             });
             futures_util::future::join_all(asks)
@@ -260,9 +292,7 @@ impl UserSession {
                 .flatten()
                 .collect::<Vec<_>>()
         };
-        let max = limits.presence_members_max;
         ctx.spawn(query.into_actor(self).map(move |mut members, act, _| {
-            members.retain(|n| n.session != act.id);
             members.sort_by(|a, b| a.distance_m.total_cmp(&b.distance_m));
             members.truncate(max);
             let mut state = serde_json::Map::new();
@@ -304,7 +334,7 @@ impl UserSession {
         if self.nearby.is_none() {
             return Err(refuse("UnmatchedTopic", "join realtime:nearby first"));
         }
-        self.authorize(NEARBY_TOPIC, false, crate::auth::Action::Post)?;
+        self.authorize(NEARBY_TOPIC, false, Action::Post)?;
         let limits = self.engine.cells.limits().clone();
         let payload = json_value(frame).map_err(|e| refuse("InvalidPost", e))?;
         let id = match payload.get("id") {

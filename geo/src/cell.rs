@@ -96,6 +96,30 @@ pub fn neighbors(cell: &str) -> Result<Vec<String>, GeoError> {
     Ok(out)
 }
 
+/// The centre of the cell of length `len` holding `p`: `p` coarsened to that cell. Every point
+/// of a cell snaps to the same centre, so repeated samples of a position never average out to
+/// it (as rounding plus noise would).
+pub fn snap(p: Point, len: usize) -> Point {
+    let b = bbox(&encode(p, len)).expect("encode yields valid cells");
+    Point {
+        lat: (b.lat_min + b.lat_max) / 2.0,
+        lng: (b.lng_min + b.lng_max) / 2.0,
+    }
+}
+
+/// The farthest [`snap`] moves a point, in metres: half a cell's diagonal where cells are
+/// widest, at the equator.
+pub fn snap_offset_m_max(len: usize) -> f64 {
+    let (h, w) = cell_size_deg(len);
+    crate::haversine_m(
+        Point { lat: 0.0, lng: 0.0 },
+        Point {
+            lat: h / 2.0,
+            lng: w / 2.0,
+        },
+    )
+}
+
 /// Cell height and width in degrees for a cell length.
 pub fn cell_size_deg(len: usize) -> (f64, f64) {
     let bits = 5 * len as u32;
@@ -179,6 +203,23 @@ mod tests {
         assert!((h - 180.0 / 4096.0).abs() < 1e-12 && (w - 360.0 / 8192.0).abs() < 1e-12);
     }
 
+    #[test]
+    fn snapping_gives_the_cell_centre() {
+        let exact = p(48.858_37, 2.294_48);
+        let coarse = snap(exact, 6);
+        assert_eq!(
+            encode(coarse, 6),
+            encode(exact, 6),
+            "the centre is in the cell"
+        );
+        assert_eq!(snap(p(48.8569, 2.2958), 6), coarse, "one centre per cell");
+        assert!(crate::haversine_m(exact, coarse) <= snap_offset_m_max(6));
+        assert!(
+            (600.0..700.0).contains(&snap_offset_m_max(6)),
+            "len 6: 1.2 km x 0.6 km"
+        );
+    }
+
     proptest::proptest! {
         /// The cell of a point contains it, including at ±90, ±180 and -0.0.
         #[test]
@@ -188,6 +229,15 @@ mod tests {
             let lng_in = if pt.lng >= 180.0 { -180.0 } else { pt.lng };
             proptest::prop_assert!(b.lat_min <= pt.lat && pt.lat <= b.lat_max);
             proptest::prop_assert!(b.lng_min <= lng_in && lng_in <= b.lng_max);
+        }
+
+        /// A snapped point stays in its cell, within the bound of its offset.
+        #[test]
+        fn snap_stays_in_the_cell(lat in -90.0f64..=90.0, lng in -180.0f64..=180.0, len in 1usize..=9) {
+            let pt = p(lat, lng);
+            let coarse = snap(pt, len);
+            proptest::prop_assert_eq!(encode(coarse, len), encode(pt, len));
+            proptest::prop_assert!(crate::haversine_m(pt, coarse) <= snap_offset_m_max(len) + 1e-6);
         }
 
         /// Neighbours are distinct from the cell and never cross a pole.

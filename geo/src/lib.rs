@@ -5,13 +5,13 @@
 //! - [`Point`]: a validated latitude/longitude; every coordinate entering Locus goes through it.
 //! - [`haversine_m`]: distance on a sphere of radius [`EARTH_RADIUS_M`].
 //! - [`cell`]: the geohash wrapper (encode with the poles clamped, bounding boxes, neighbours
-//!   without polar wrap-around, input validation).
+//!   without polar wrap-around, input validation, snapping a point to its cell's centre).
 //! - [`cover`]: the cells that can contain a point within a radius of a centre.
 
 pub mod cell;
 pub mod cover;
 
-pub use cell::{bbox, encode, neighbors, BBox, CELL_LEN_MAX};
+pub use cell::{bbox, encode, neighbors, snap, snap_offset_m_max, BBox, CELL_LEN_MAX};
 pub use cover::{circle_bounds, cover, precision_for_radius};
 
 /// Mean Earth radius (IUGG), in metres. One radius everywhere: distances, covers, queries.
