@@ -128,6 +128,10 @@ fn describe() {
         Unit::Seconds,
         "From a geo post or beacon accepted to queued for every nearby member."
     );
+    describe_counter!(
+        m::GEO_FANOUT_CAPPED,
+        "Geo fan-out steps cut short by a cap, by cap."
+    );
     describe_counter!(m::JOBS_CREATED, "AI jobs created, by kind.");
     describe_counter!(m::JOBS_FINISHED, "AI jobs that reached a final status.");
     describe_gauge!(m::JOBS_LIVE, "Job actors running on this instance.");
