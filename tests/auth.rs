@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::auth_kit::{
     auth_server, connect_with, now_s, reason, refused_handshake, token, token_for, SECRET,
 };
-use common::{Client, Received, TestServer, Vsn};
+use common::{Received, TestServer, Vsn};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use locus_actors::auth::{Action, TopicPolicy};
 use locus_actors::rate_limit::RateLimitConfig;

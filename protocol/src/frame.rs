@@ -181,9 +181,12 @@ pub fn decode_binary(data: &[u8]) -> Result<InboundFrame, DecodeError> {
     })
 }
 
-/// The header of a binary push: its encoding, its five length-prefixed fields (join_ref, ref,
-/// topic, event, metadata) and the payload after them.
-fn binary_fields(data: &[u8]) -> Result<(PayloadEncoding, [&[u8]; 5], &[u8]), DecodeError> {
+/// A binary push split up: its encoding, its five length-prefixed fields (join_ref, ref, topic,
+/// event, metadata) and the payload after them.
+type BinaryFields<'a> = (PayloadEncoding, [&'a [u8]; 5], &'a [u8]);
+
+/// Splits the header and fields of a binary push.
+fn binary_fields(data: &[u8]) -> Result<BinaryFields<'_>, DecodeError> {
     let (&kind, _) = data.split_first().ok_or(DecodeError::Truncated)?;
     if kind != BINARY_USER_BROADCAST_PUSH {
         return Err(DecodeError::UnknownBinaryType(kind));
