@@ -480,6 +480,14 @@ async fn a_supabase_anon_key_connects_and_takes_on_the_signed_in_user() {
     )
     .await;
     assert_eq!(status, 202, "{body}");
+    // A project key is no user: it cannot own jobs (they would all share one owner).
+    let (status, body) = common::http_post_with(
+        &server.http("/api/jobs"),
+        "{\"kind\":\"image\",\"input\":{}}",
+        &[("apikey", &anon_key), ("idempotency-key", "k1")],
+    )
+    .await;
+    assert!(status == 401 && body.contains("AuthenticationRequired"), "{status} {body}");
     let early = token_with(json!({"sub": "u2", "exp": now_s() + 60, "nbf": now_s() + 600}));
     let (status, _) =
         refused_handshake(&format!("{}&apikey={early}", server.ws_url("2.0.0"))).await;

@@ -140,7 +140,7 @@ impl UserSession {
         self.nearby = Some(NearbyState {
             join_ref: frame.join_ref.clone(),
             radius_m,
-            exact: self.identity.is_authenticated(),
+            exact: self.identity.is_user(),
             home: None,
             point: None,
             presence_sent_at: None,

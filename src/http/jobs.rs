@@ -50,7 +50,7 @@ impl From<JobError> for ApiError {
 /// The caller's user id: jobs belong to a signed-in user.
 fn owner(req: &HttpRequest, state: &AppState) -> Result<String, ApiError> {
     let who = caller(req, state)?;
-    if !who.is_authenticated() || who.user_id.is_empty() {
+    if !who.is_user() {
         locus_actors::metrics::auth_failure("AuthenticationRequired");
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
