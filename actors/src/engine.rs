@@ -66,8 +66,7 @@ impl Security {
     /// only users active within the last bucket period. Run on a timer.
     pub fn prune_limiters(&self) {
         if let Some(users) = &self.users {
-            users.retain_recent();
-            users.shrink_to_fit();
+            crate::rate_limit::prune_keyed(users);
         }
     }
 }

@@ -119,6 +119,13 @@ fn per_second(n: u32) -> Option<DefaultDirectRateLimiter> {
     NonZeroU32::new(n).map(|n| RateLimiter::direct(Quota::per_second(n)))
 }
 
+/// Forgets the keys of `limiter` whose buckets are full again (idle for a bucket period), and
+/// gives the memory back: run on a timer, so a key seen once does not stay for ever.
+pub fn prune_keyed<K: std::hash::Hash + Eq + Clone>(limiter: &DefaultKeyedRateLimiter<K>) {
+    limiter.retain_recent();
+    limiter.shrink_to_fit();
+}
+
 /// Per-user buckets, shared by every connection of the engine.
 pub type UserLimiter = DefaultKeyedRateLimiter<Arc<str>>;
 
@@ -239,5 +246,28 @@ mod tests {
             b.check("broadcast", &user, Some(&users)),
             Err(Limited::UserMessages)
         );
+    }
+
+    /// F19: pruning forgets users whose buckets are full again.
+    #[test]
+    fn pruning_forgets_idle_users() {
+        let config = RateLimitConfig {
+            user_messages_per_s: 1_000,
+            ..RateLimitConfig::default()
+        };
+        let users = user_limiter(&config).unwrap();
+        let conn = ConnectionLimiter::new(&RateLimitConfig::unlimited());
+        for i in 0..100 {
+            let user: Arc<str> = Arc::from(format!("u{i}"));
+            conn.check("broadcast", &user, Some(&users)).unwrap();
+        }
+        assert_eq!(users.len(), 100);
+        // Each bucket is full again 1 ms after its one token: prune until the map is empty.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !users.is_empty() && Instant::now() < deadline {
+            prune_keyed(&users);
+            std::thread::yield_now();
+        }
+        assert!(users.is_empty());
     }
 }

@@ -13,7 +13,7 @@ use actix_web::HttpRequest;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use locus_actors::auth::{Identity, SERVICE_ROLE};
 use locus_actors::metrics as m;
-use locus_actors::rate_limit::RateLimitConfig;
+use locus_actors::rate_limit::{prune_keyed, RateLimitConfig};
 
 use crate::http::error::ApiError;
 
@@ -76,17 +76,11 @@ impl HttpLimiters {
     /// Forgets the buckets that are full again, so the maps hold only recent callers and
     /// topics. Run on a timer.
     pub fn prune(&self) {
-        if let Some(l) = &self.messages {
-            l.retain_recent();
-            l.shrink_to_fit();
+        for l in [&self.messages, &self.reads].into_iter().flatten() {
+            prune_keyed(l);
         }
         if let Some(l) = &self.topics {
-            l.retain_recent();
-            l.shrink_to_fit();
-        }
-        if let Some(l) = &self.reads {
-            l.retain_recent();
-            l.shrink_to_fit();
+            prune_keyed(l);
         }
     }
 

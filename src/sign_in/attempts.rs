@@ -64,8 +64,7 @@ impl Attempts {
             .compare_exchange(due_ms, next_ms, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
         {
-            self.limiter.retain_recent();
-            self.limiter.shrink_to_fit();
+            locus_actors::rate_limit::prune_keyed(&self.limiter);
         }
     }
 }

@@ -284,8 +284,7 @@ impl Jobs {
     /// owners active within the last minute. Run on a timer.
     pub fn prune_limiters(&self) {
         if let Some(limiter) = &self.shared.per_minute {
-            limiter.retain_recent();
-            limiter.shrink_to_fit();
+            crate::rate_limit::prune_keyed(limiter);
         }
     }
 
