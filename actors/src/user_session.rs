@@ -6,7 +6,8 @@
 //! broker.
 //!
 //! Limits: `session.channels_per_connection_max`, `session.topic_bytes_max`,
-//! `session.payload_bytes_max`, `session.presence_meta_bytes_max`,
+//! `session.payload_bytes_max`, `session.presence_meta_bytes_max`, `session.ref_bytes_max`,
+//! `session.presence_key_bytes_max`,
 //! `session.client_timeout_ms` (silence closes with 4002), `session.mailbox_capacity`, and the
 //! `[rate_limits]` buckets (refused frames get an error reply; a connection that keeps flooding
 //! is closed with 4029).
@@ -52,13 +53,13 @@ use crate::SessionId;
 const EXPIRY_TIMER_S_MAX: u64 = 24 * 3600;
 /// A join retries this many times when the room it found stopped in between.
 const JOIN_ATTEMPTS_MAX: usize = 3;
+/// The prefix every channel topic carries.
+pub const TOPIC_PREFIX: &str = "realtime:";
+
 /// The name of an anonymous connection (and of one opened with a key without `sub`).
 pub fn anon_name(id: SessionId) -> Arc<str> {
     Arc::from(format!("anon-{id}"))
 }
-
-/// The prefix every channel topic carries.
-pub const TOPIC_PREFIX: &str = "realtime:";
 
 /// What the socket reader hands the session.
 #[derive(Debug)]
