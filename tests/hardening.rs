@@ -487,7 +487,10 @@ async fn a_supabase_anon_key_connects_and_takes_on_the_signed_in_user() {
         &[("apikey", &anon_key), ("idempotency-key", "k1")],
     )
     .await;
-    assert!(status == 401 && body.contains("AuthenticationRequired"), "{status} {body}");
+    assert!(
+        status == 401 && body.contains("AuthenticationRequired"),
+        "{status} {body}"
+    );
     let early = token_with(json!({"sub": "u2", "exp": now_s() + 60, "nbf": now_s() + 600}));
     let (status, _) =
         refused_handshake(&format!("{}&apikey={early}", server.ws_url("2.0.0"))).await;
