@@ -127,6 +127,22 @@ pub struct TopicMeta {
     pub next_offset: u64,
 }
 
+impl TopicMeta {
+    /// From the `topics` row (`epoch`, `next_offset`), if any, and the smallest retained
+    /// offset: the same two queries on every backend.
+    pub(crate) fn from_rows(topic_row: Option<(String, i64)>, first_offset: Option<i64>) -> Self {
+        let (epoch, next_offset) = match topic_row {
+            Some((e, n)) => (Some(e), n as u64),
+            None => (None, 1),
+        };
+        TopicMeta {
+            epoch,
+            first_offset: first_offset.map(|o| o as u64),
+            next_offset,
+        }
+    }
+}
+
 /// A slice of a topic's history.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct History {

@@ -260,15 +260,7 @@ impl Storage for PgStore {
                 .bind(topic)
                 .fetch_one(&self.pool)
                 .await?;
-        let (epoch, next_offset) = match meta {
-            Some((e, n)) => (Some(e), n as u64),
-            None => (None, 1),
-        };
-        Ok(TopicMeta {
-            epoch,
-            first_offset: first.0.map(|o| o as u64),
-            next_offset,
-        })
+        Ok(TopicMeta::from_rows(meta, first.0))
     }
 
     async fn history_since(
