@@ -85,6 +85,10 @@ fn admit(
         m::auth_failure(code);
         ApiError::new(status, code, &message)
     };
+    let refuse_user = |e: AuthError| {
+        m::auth_failure(e.code());
+        ApiError::coded(StatusCode::TOO_MANY_REQUESTS, e.code(), &e)
+    };
     let mut slots = ConnectionSlots {
         server: Some(
             security
@@ -119,12 +123,7 @@ fn admit(
             security
                 .user_slots
                 .take(identity.user_id.clone(), max)
-                .ok_or_else(|| {
-                    let e = AuthError::ConnectionLimitReached(max);
-                    let text = e.to_string();
-                    let message = text.split_once(": ").map_or("", |(_, m)| m);
-                    refuse(StatusCode::TOO_MANY_REQUESTS, e.code(), message.to_owned())
-                })?,
+                .ok_or_else(|| refuse_user(AuthError::ConnectionLimitReached(max)))?,
         );
     }
     Ok(slots)

@@ -19,11 +19,6 @@ use crate::metrics as m;
 /// whenever its queue runs empty, so the gauge lags by at most this much per busy connection).
 const GAUGE_BATCH_BYTES: usize = 64 * 1024;
 
-/// What a queued pong counts against the byte bound: its payload and a frame header.
-fn pong_bytes(data: &Bytes) -> usize {
-    data.len() + PONG_HEADER_BYTES
-}
-
 /// A pong's WebSocket frame header, in bytes (payloads of control frames are ≤ 125 bytes).
 const PONG_HEADER_BYTES: usize = 2;
 
@@ -34,6 +29,18 @@ pub enum Outgoing {
     Pong(Bytes),
     /// Write the frames queued before this, then close with this code.
     Close(CloseCode),
+}
+
+impl Outgoing {
+    /// What the item counts against the byte bound: a frame its bytes, a pong its payload and
+    /// a frame header, a close nothing.
+    fn queued_bytes(&self) -> usize {
+        match self {
+            Outgoing::Frame(f) => f.len(),
+            Outgoing::Pong(data) => data.len() + PONG_HEADER_BYTES,
+            Outgoing::Close(_) => 0,
+        }
+    }
 }
 
 /// Why a push was refused.
@@ -108,42 +115,36 @@ impl Outbox {
     /// adds its bytes to the gauge once per publication. One shared gauge updated per delivery
     /// would be a cache line every core fights over, millions of times a second.
     pub fn push_batched(&self, frame: OutFrame) -> Result<(), PushError> {
-        let len = frame.len();
-        self.reserve(len)?;
-        if self.tx.send(Outgoing::Frame(frame)).is_err() {
-            self.shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-            return Err(PushError::Closed);
-        }
-        Ok(())
+        self.enqueue(Outgoing::Frame(frame)).map(|_| ())
     }
 
-    /// Counts `len` more bytes queued, or turns the outbox slow when they do not fit.
-    fn reserve(&self, len: usize) -> Result<(), PushError> {
+    /// Queues `item` within the byte bound, or turns the outbox slow when it does not fit.
+    /// Returns the bytes it counts for.
+    fn enqueue(&self, item: Outgoing) -> Result<usize, PushError> {
         let s = &self.shared;
         if s.closing.load(Ordering::Relaxed) {
             return Err(PushError::Closed);
         }
+        let len = item.queued_bytes();
         let before = s.queued_bytes.fetch_add(len, Ordering::AcqRel);
         if before + len > s.bytes_max {
             s.queued_bytes.fetch_sub(len, Ordering::AcqRel);
             self.mark_slow();
             return Err(PushError::Overflow);
         }
-        Ok(())
+        if self.tx.send(item).is_err() {
+            s.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            return Err(PushError::Closed);
+        }
+        Ok(len)
     }
 
     /// Queues a pong. Pongs count against the byte bound like frames: a client that keeps
     /// pinging and never reads fills its queue with them and is closed as a slow consumer.
     pub fn pong(&self, data: Bytes) {
-        let len = pong_bytes(&data);
-        if self.reserve(len).is_err() {
-            return;
+        if let Ok(len) = self.enqueue(Outgoing::Pong(data)) {
+            m::outbound_queue_bytes().increment(len as f64);
         }
-        if self.tx.send(Outgoing::Pong(data)).is_err() {
-            self.shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-            return;
-        }
-        m::outbound_queue_bytes().increment(len as f64);
     }
 
     /// Bytes that can still be queued before the outbox turns slow.
@@ -184,10 +185,8 @@ impl OutboxReceiver {
     /// Next item to write. Returns `None` when every producer is gone.
     pub async fn recv(&mut self) -> Option<Outgoing> {
         let item = self.rx.recv().await;
-        match &item {
-            Some(Outgoing::Frame(f)) => self.release(f.len()),
-            Some(Outgoing::Pong(data)) => self.release(pong_bytes(data)),
-            _ => {}
+        if let Some(item) = &item {
+            self.release(item.queued_bytes());
         }
         if self.rx.is_empty() || self.unreported_bytes >= GAUGE_BATCH_BYTES {
             self.report();
@@ -224,11 +223,10 @@ impl OutboxReceiver {
     pub fn discard_queued(&mut self) -> usize {
         let mut dropped = 0;
         while let Ok(item) = self.rx.try_recv() {
-            match item {
-                Outgoing::Frame(f) => self.release(f.len()),
-                Outgoing::Pong(data) => self.release(pong_bytes(&data)),
-                Outgoing::Close(_) => continue,
+            if matches!(item, Outgoing::Close(_)) {
+                continue;
             }
+            self.release(item.queued_bytes());
             dropped += 1;
         }
         self.report();

@@ -33,6 +33,12 @@ use crate::SessionId;
 /// both, in bytes (the reply is `{"postgres_changes":[],"recovered":…}` plus the envelope).
 const REPLY_BYTES_MAX: usize = 1024;
 
+/// The refusal of a join or first track whose `presence_state` does not fit the member's queue.
+const PRESENCE_STATE_TOO_LARGE: (&str, &str) = (
+    "PresenceStateTooLarge",
+    "this room's presence state does not fit the connection's outbound queue; join with presence disabled",
+);
+
 /// One joined session.
 struct Member {
     outbox: Outbox,
@@ -187,29 +193,25 @@ impl Handler<Join> for Room {
     /// kill of the joiner.
     fn handle(&mut self, msg: Join, _ctx: &mut Self::Context) -> bool {
         let jr = msg.join_ref.as_deref();
-        let state = msg.presence_enabled.then(|| {
-            encode_message(
-                msg.vsn,
-                jr,
-                None,
-                &self.topic,
-                "presence_state",
-                &raw(self.presence.state_json()),
-            )
-        });
-        let state_len = state.as_ref().map_or(0, OutFrame::len);
-        if state_len > 0 && state_len + REPLY_BYTES_MAX > msg.outbox.bytes_free() {
-            m::join("presence_state_too_large");
-            let _ = msg.outbox.push(wire::reply_error(
-                msg.vsn,
-                jr,
-                msg.msg_ref.as_deref(),
-                &self.topic,
-                "PresenceStateTooLarge",
-                "this room's presence state does not fit the connection's outbound queue; join with presence disabled",
-            ));
-            return false;
-        }
+        let state = if msg.presence_enabled {
+            let Some(frame) = self.presence_state_frame(msg.vsn, jr, &msg.outbox) else {
+                m::join("presence_state_too_large");
+                let (code, message) = PRESENCE_STATE_TOO_LARGE;
+                let r = msg.msg_ref.as_deref();
+                let _ = msg.outbox.push(wire::reply_error(
+                    msg.vsn,
+                    jr,
+                    r,
+                    &self.topic,
+                    code,
+                    message,
+                ));
+                return false;
+            };
+            Some(frame)
+        } else {
+            None
+        };
         let (recovered, missed, delivered_through) = match &msg.recovery {
             Some(r) => self.plan_recovery(r),
             None => (None, Vec::new(), 0),
@@ -366,14 +368,14 @@ impl Handler<PresenceUpdate> for Room {
             let (jr, r) = (jr.as_deref(), msg.msg_ref.as_deref());
             let _ = outbox.push(wire::reply_error(vsn, jr, r, &self.topic, code, message));
         };
-        let state_before = first_enable.then(|| raw(self.presence.state_json()));
-        let state_len = state_before.as_ref().map_or(0, |s| s.get().len());
-        if state_len > 0 && state_len + REPLY_BYTES_MAX > outbox.bytes_free() {
-            return refuse(
-                "PresenceStateTooLarge",
-                "this room's presence state does not fit the connection's outbound queue",
-            );
-        }
+        let state_before = if first_enable {
+            let Some(frame) = self.presence_state_frame(vsn, jr.as_deref(), &outbox) else {
+                return refuse(PRESENCE_STATE_TOO_LARGE.0, PRESENCE_STATE_TOO_LARGE.1);
+            };
+            Some(frame)
+        } else {
+            None
+        };
         let bounds = self.presence_bounds();
         let diff = match msg.track {
             Some(meta) => self.presence.try_track(msg.session, &key, meta, &bounds),
@@ -393,14 +395,7 @@ impl Handler<PresenceUpdate> for Room {
             &self.topic,
         ));
         if let Some(state) = state_before {
-            let _ = outbox.push(encode_message(
-                vsn,
-                jr.as_deref(),
-                None,
-                &self.topic,
-                "presence_state",
-                &state,
-            ));
+            let _ = outbox.push(state);
         }
         self.send_presence_diff(&diff);
     }
@@ -430,6 +425,20 @@ impl Handler<TypingUpdate> for Room {
 }
 
 impl Room {
+    /// The `presence_state` frame for a member, or `None` when it would not fit what is left of
+    /// the member's queue beside a reply: the caller refuses with [`PRESENCE_STATE_TOO_LARGE`]
+    /// rather than shed the member as a slow consumer.
+    fn presence_state_frame(
+        &self,
+        vsn: Vsn,
+        jr: Option<&str>,
+        outbox: &Outbox,
+    ) -> Option<OutFrame> {
+        let state = raw(self.presence.state_json());
+        let frame = encode_message(vsn, jr, None, &self.topic, "presence_state", &state);
+        (frame.len() + REPLY_BYTES_MAX <= outbox.bytes_free()).then_some(frame)
+    }
+
     fn presence_bounds(&self) -> PresenceBounds {
         PresenceBounds {
             metas_per_key_max: self.limits.presence_metas_per_key_max,

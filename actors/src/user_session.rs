@@ -473,7 +473,6 @@ impl UserSession {
                 format!("at most {max} channels per connection"),
             ));
         }
-
         let join = Join {
             session: self.id,
             user_id: self.identity.user_id.clone(),
@@ -949,11 +948,10 @@ impl UserSession {
     ) {
         m::protocol_error("MalformedMessage");
         tracing::debug!(session = self.id, error, "malformed frame");
-        let error = match self.take_token("malformed", PHOENIX_TOPIC, ctx) {
-            Ok(()) => format!("MalformedMessage: {error}"),
-            Err(refusal) => format!("{}: {}", refusal.code, refusal.message),
+        let (code, detail) = match self.take_token("malformed", PHOENIX_TOPIC, ctx) {
+            Ok(()) => ("MalformedMessage", error.to_owned()),
+            Err(refusal) => (refusal.code, refusal.message),
         };
-        let (code, detail) = error.split_once(": ").unwrap_or(("MalformedMessage", ""));
         // Only a target within the bounds is echoed back.
         let l = self.limits();
         let fits = |r: &Option<String>| r.as_ref().is_none_or(|r| r.len() <= l.ref_bytes_max);
@@ -970,10 +968,13 @@ impl UserSession {
                     msg_ref.as_deref(),
                     &topic,
                     code,
-                    detail,
+                    &detail,
                 )
             }
-            _ => wire::system(self.vsn, PHOENIX_TOPIC, false, "system", &error),
+            _ => {
+                let message = format!("{code}: {detail}");
+                wire::system(self.vsn, PHOENIX_TOPIC, false, "system", &message)
+            }
         };
         self.push(frame);
     }

@@ -56,9 +56,7 @@ pub(crate) fn caller(req: &actix_web::HttpRequest, state: &AppState) -> Result<I
         .connect(token, Arc::from("anon-http"))
         .map_err(|e| {
             locus_actors::metrics::auth_failure(e.code());
-            let text = e.to_string();
-            let message = text.split_once(": ").map_or(text.as_str(), |(_, m)| m);
-            ApiError::new(StatusCode::UNAUTHORIZED, e.code(), message)
+            ApiError::coded(StatusCode::UNAUTHORIZED, e.code(), &e)
         })
 }
 

@@ -34,6 +34,14 @@ impl ApiError {
         }
     }
 
+    /// From an error whose text is `"<Code>: <message>"` (the protocol's shape): the message
+    /// without the code it repeats.
+    pub fn coded(status: StatusCode, code: &'static str, error: &impl std::fmt::Display) -> Self {
+        let text = error.to_string();
+        let message = text.split_once(": ").map_or(text.as_str(), |(_, m)| m);
+        Self::new(status, code, message)
+    }
+
     pub fn bad_request(code: &'static str, message: &str) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
@@ -68,9 +76,7 @@ impl From<locus_actors::storage_writer::DurableError> for ApiError {
             D::Busy | D::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             D::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        let text = e.to_string();
-        let message = text.split_once(": ").map_or(text.as_str(), |(_, m)| m);
-        Self::new(status, e.code(), message)
+        Self::coded(status, e.code(), &e)
     }
 }
 

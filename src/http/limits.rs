@@ -85,7 +85,8 @@ impl HttpLimiters {
     }
 
     /// Keys held now, across the maps (for tests of pruning).
-    pub fn keys(&self) -> usize {
+    #[cfg(test)]
+    fn keys(&self) -> usize {
         self.messages.as_ref().map_or(0, |l| l.len())
             + self.topics.as_ref().map_or(0, |l| l.len())
             + self.reads.as_ref().map_or(0, |l| l.len())

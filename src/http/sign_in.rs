@@ -27,9 +27,7 @@ impl From<SignInError> for ApiError {
             SignInError::Malformed(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::UNAUTHORIZED,
         };
-        let text = e.to_string();
-        let message = text.split_once(": ").map_or(text.as_str(), |(_, m)| m);
-        ApiError::new(status, e.code(), message)
+        ApiError::coded(status, e.code(), &e)
     }
 }
 
