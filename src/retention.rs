@@ -9,20 +9,18 @@ use locus_storage::Storage;
 
 const DAY_MS: i64 = 86_400_000;
 
-/// Starts the retention loop on the current arbiter (no-op without storage).
+/// Starts the retention loop on the current arbiter.
 pub fn spawn(engine: &Engine) {
-    let Some(storage) = engine.storage.clone() else {
-        return;
-    };
+    let engine = engine.clone();
     actix_web::rt::spawn(async move {
-        let every = Duration::from_millis(storage.limits.retention_check_interval_ms);
+        let limits = engine.storage_limits().clone();
+        let every = Duration::from_millis(limits.retention_check_interval_ms);
         loop {
-            let cutoff =
-                locus_storage::now_ms() - i64::from(storage.limits.retention_days) * DAY_MS;
-            match storage.store.purge_before(cutoff).await {
+            let cutoff = locus_storage::now_ms() - i64::from(limits.retention_days) * DAY_MS;
+            match engine.store().purge_before(cutoff).await {
                 Ok(removed) => tracing::info!(
                     removed,
-                    retention_days = storage.limits.retention_days,
+                    retention_days = limits.retention_days,
                     "retention ran"
                 ),
                 Err(e) => tracing::warn!(error = %e, "retention failed; will retry"),

@@ -1,22 +1,19 @@
-//! Wires the engine into an actix-web server, and runs the ordered shutdown:
-//! stop accepting → sessions get close code 4001 → rooms drain as members leave → stop.
+//! Wires the engine into an actix-web server, and runs the ordered shutdown: stop accepting →
+//! the engine's shutdown (sessions get close code 4001 → rooms drain → jobs stop → storage
+//! writers flush and stop) → the HTTP server stops.
 
 use std::io;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
-use locus_actors::auth::Authenticator;
-use locus_actors::engine::Security;
+use locus_actors::engine::{ConnectionCaps, EngineConfig};
 use locus_actors::Engine;
 use locus_storage::AnyStore;
 
 use crate::http::{broadcast, error, health, history, jobs, metrics, nearby, sign_in};
 use crate::{retention, socket, telemetry, AppState, Config};
-
-/// How often shutdown checks whether every session has gone.
-const SHUTDOWN_POLL_MS: u64 = 20;
 
 /// How often the keyed rate limiters forget callers whose buckets are full again.
 const LIMITER_PRUNE_INTERVAL_MS: u64 = 10_000;
@@ -45,26 +42,21 @@ pub async fn start(config: Config) -> io::Result<RunningServer> {
         .await
         .map_err(|e| io::Error::other(format!("storage {}: {e}", config.storage.url)))?;
     tracing::info!(backend = store.backend(), "storage ready");
-    let auth = Authenticator::new(config.auth.clone()).map_err(io::Error::other)?;
-    let engine = Engine::start(
-        config.session.clone(),
-        config.room.clone(),
-        config.geo.clone(),
-        Some((store, config.storage.clone())),
-    )
-    .with_security(Security::new(auth, config.rate_limits.clone()));
+    let engine_config = EngineConfig {
+        session: config.session.clone(),
+        room: config.room.clone(),
+        geo: config.geo.clone(),
+        storage: config.storage.clone(),
+        auth: config.auth.clone(),
+        rate_limits: config.rate_limits.clone(),
+        connections: ConnectionCaps {
+            server_max: config.server.connections_max,
+            per_ip_max: config.server.connections_per_ip_max,
+        },
+    };
+    let engine = Engine::start(engine_config, store).map_err(io::Error::other)?;
     retention::spawn(&engine);
-    let storage = engine
-        .storage
-        .as_ref()
-        .expect("the server always runs with storage");
-    let jobs = locus_actors::jobs::Jobs::start(
-        config.jobs.clone(),
-        storage.store.clone(),
-        engine.clone(),
-        config.storage.clone(),
-        storage.health.clone(),
-    );
+    let jobs = locus_actors::jobs::Jobs::start(config.jobs.clone(), engine.clone());
     let timeout = Duration::from_millis(config.server.shutdown_timeout_ms);
     let workers = match config.server.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -160,7 +152,7 @@ fn spawn_limiter_pruning(state: &web::Data<AppState>) {
             actix_web::rt::time::interval(Duration::from_millis(LIMITER_PRUNE_INTERVAL_MS));
         loop {
             every.tick().await;
-            state.engine.security.prune_limiters();
+            state.engine.prune_limiters();
             state.limits.prune();
             state.jobs.prune_limiters();
         }
@@ -179,22 +171,13 @@ impl RunningServer {
 }
 
 impl ServerControl {
-    /// The ordered shutdown. Returns once the server has stopped.
+    /// The ordered shutdown. Returns once the server has stopped and the storage writers
+    /// wrote what they held.
     pub async fn shutdown(&self) {
         self.handle.pause().await;
-        let sessions = self.engine.sessions.len();
-        tracing::info!(sessions, "shutting down: closing sessions");
-        self.engine.sessions.shutdown_all();
-        let deadline = Instant::now() + self.timeout;
-        while !self.engine.sessions.is_empty() && Instant::now() < deadline {
-            actix_web::rt::time::sleep(Duration::from_millis(SHUTDOWN_POLL_MS)).await;
-        }
-        tracing::info!(
-            left = self.engine.sessions.len(),
-            rooms = self.engine.rooms.len(),
-            "sessions closed; stopping"
-        );
-        self.jobs.shutdown().await;
+        self.engine
+            .shutdown(self.timeout, self.jobs.shutdown())
+            .await;
         self.handle.stop(true).await;
     }
 }

@@ -11,6 +11,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use crate::config::glob_match;
+use crate::refusal::{Code, Refusal};
+use crate::topic::{Kind, Topic};
 
 /// The role of a connection without a token.
 pub const ANON_ROLE: &str = "anon";
@@ -18,8 +20,6 @@ pub const ANON_ROLE: &str = "anon";
 pub const DEFAULT_ROLE: &str = "authenticated";
 /// The role of server-side callers (Supabase's service key): not bound by the topic rules.
 pub const SERVICE_ROLE: &str = "service_role";
-/// Prefix of the personal topic of a user.
-pub const USER_TOPIC_PREFIX: &str = "realtime:user:";
 
 /// `[auth]` in config.toml.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -147,30 +147,48 @@ impl Identity {
     }
 }
 
-/// Why a token was refused; the text starts with Supabase's code.
+/// Why a token was refused; the text is Supabase's code, a colon and the detail.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {}", self.code(), self.detail())]
 pub enum AuthError {
-    #[error("InvalidJWTExpiration: Token has expired {0} seconds ago")]
     Expired(u64),
-    #[error("MalformedJWT: {0}")]
     Malformed(String),
-    #[error("InvalidJWT: {0}")]
     Invalid(String),
-    #[error("AnonymousNotAllowed: this server requires an access token")]
     AnonymousNotAllowed,
-    #[error("ConnectionLimitReached: at most {0} connections per user (session.connections_per_user_max)")]
     ConnectionLimitReached(usize),
 }
 
 impl AuthError {
     pub fn code(&self) -> &'static str {
+        self.refusal_code().as_str()
+    }
+
+    fn refusal_code(&self) -> Code {
         match self {
-            AuthError::Expired(_) => "InvalidJWTExpiration",
-            AuthError::Malformed(_) => "MalformedJWT",
-            AuthError::Invalid(_) => "InvalidJWT",
-            AuthError::AnonymousNotAllowed => "AnonymousNotAllowed",
-            AuthError::ConnectionLimitReached(_) => "ConnectionLimitReached",
+            AuthError::Expired(_) => Code::InvalidJwtExpiration,
+            AuthError::Malformed(_) => Code::MalformedJwt,
+            AuthError::Invalid(_) => Code::InvalidJwt,
+            AuthError::AnonymousNotAllowed => Code::AnonymousNotAllowed,
+            AuthError::ConnectionLimitReached(_) => Code::ConnectionLimitReached,
         }
+    }
+
+    /// The human part, without the code.
+    pub fn detail(&self) -> String {
+        match self {
+            AuthError::Expired(s) => format!("Token has expired {s} seconds ago"),
+            AuthError::Malformed(m) | AuthError::Invalid(m) => m.clone(),
+            AuthError::AnonymousNotAllowed => "this server requires an access token".into(),
+            AuthError::ConnectionLimitReached(max) => {
+                format!("at most {max} connections per user (session.connections_per_user_max)")
+            }
+        }
+    }
+}
+
+impl From<AuthError> for Refusal {
+    fn from(e: AuthError) -> Refusal {
+        Refusal::new(e.refusal_code(), e.detail())
     }
 }
 
@@ -178,6 +196,12 @@ impl AuthError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("Unauthorized: {0}")]
 pub struct Denied(pub String);
+
+impl From<Denied> for Refusal {
+    fn from(denied: Denied) -> Refusal {
+        Refusal::new(Code::Unauthorized, denied.0)
+    }
+}
 
 /// Verifies tokens and applies the topic rules. Cheap to share (`Arc`).
 pub struct Authenticator {
@@ -321,11 +345,26 @@ impl Authenticator {
         })
     }
 
-    /// Whether `who` may do `action` on `topic` (joined `private` or not).
+    /// The one access check: whether `who` may do `action` on `topic` (joined `private` or
+    /// not). Every entry point — each socket action, the REST broadcast, the history endpoint —
+    /// asks here, and a refusal is counted here.
     pub fn authorize(
         &self,
         who: &Identity,
-        topic: &str,
+        topic: &Topic,
+        private: bool,
+        action: Action,
+    ) -> Result<(), Refusal> {
+        self.decide(who, topic, private, action).map_err(|denied| {
+            crate::metrics::auth_failure(Code::Unauthorized.as_str());
+            Refusal::from(denied)
+        })
+    }
+
+    fn decide(
+        &self,
+        who: &Identity,
+        topic: &Topic,
         private: bool,
         action: Action,
     ) -> Result<(), Denied> {
@@ -339,8 +378,8 @@ impl Authenticator {
         if role == SERVICE_ROLE {
             return Ok(());
         }
-        if let Some(owner) = topic.strip_prefix(USER_TOPIC_PREFIX) {
-            return if who.is_user() && *who.user_id == *owner {
+        if let Kind::Personal { user_id: owner } = topic.kind() {
+            return if who.is_user() && who.user_id == *owner {
                 Ok(())
             } else {
                 Err(deny())
@@ -354,7 +393,7 @@ impl Authenticator {
             .config
             .policies
             .iter()
-            .filter(|p| glob_match(&p.topic, topic))
+            .filter(|p| glob_match(&p.topic, topic.as_str()))
         {
             matched = true;
             let role_ok = p.roles.iter().any(|r| r == "*" || r == role);
@@ -381,6 +420,10 @@ pub fn now_s() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn t(topic: &str) -> Topic {
+        Topic::parse(topic, 256).expect("a valid topic")
+    }
     use jsonwebtoken::{encode, EncodingKey, Header};
 
     const SECRET: &str = "test-secret-that-is-long-enough-for-hs256";
@@ -455,35 +498,35 @@ mod tests {
             has_user: true,
         };
         assert!(a
-            .authorize(&u1, "realtime:user:u1", false, Action::Join)
+            .authorize(&u1, &t("realtime:user:u1"), false, Action::Join)
             .is_ok());
         assert!(a
-            .authorize(&u1, "realtime:user:u2", false, Action::Join)
+            .authorize(&u1, &t("realtime:user:u2"), false, Action::Join)
             .is_err());
         assert!(a
-            .authorize(&anon, "realtime:user:anon-1", false, Action::Join)
+            .authorize(&anon, &t("realtime:user:anon-1"), false, Action::Join)
             .is_err());
         assert!(a
-            .authorize(&anon, "realtime:lobby", false, Action::Broadcast)
+            .authorize(&anon, &t("realtime:lobby"), false, Action::Broadcast)
             .is_ok());
         assert!(a
-            .authorize(&anon, "realtime:lobby", true, Action::Join)
+            .authorize(&anon, &t("realtime:lobby"), true, Action::Join)
             .is_err());
         // Private without a matching policy: closed, as with RLS.
         assert!(a
-            .authorize(&u1, "realtime:lobby", true, Action::Join)
+            .authorize(&u1, &t("realtime:lobby"), true, Action::Join)
             .is_err());
         assert!(a
-            .authorize(&u1, "realtime:team-a", true, Action::Join)
+            .authorize(&u1, &t("realtime:team-a"), true, Action::Join)
             .is_ok());
         assert!(a
-            .authorize(&u1, "realtime:team-a", false, Action::Broadcast)
+            .authorize(&u1, &t("realtime:team-a"), false, Action::Broadcast)
             .is_err());
         assert!(a
-            .authorize(&anon, "realtime:team-a", false, Action::Join)
+            .authorize(&anon, &t("realtime:team-a"), false, Action::Join)
             .is_err());
         let err = a
-            .authorize(&anon, "realtime:team-a", false, Action::Join)
+            .authorize(&anon, &t("realtime:team-a"), false, Action::Join)
             .unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -541,19 +584,19 @@ mod tests {
             has_user: true,
         };
         assert!(a
-            .authorize(&who, "realtime:team-a", false, Action::Join)
+            .authorize(&who, &t("realtime:team-a"), false, Action::Join)
             .is_ok());
         who.exp_s = Some(now_s() - 1);
         assert_eq!(who.effective_role(), ANON_ROLE);
         assert!(a
-            .authorize(&who, "realtime:team-a", false, Action::Join)
+            .authorize(&who, &t("realtime:team-a"), false, Action::Join)
             .is_err());
         assert!(a
-            .authorize(&who, "realtime:team-a", false, Action::Broadcast)
+            .authorize(&who, &t("realtime:team-a"), false, Action::Broadcast)
             .is_err());
         who.role = Arc::from(SERVICE_ROLE);
         assert!(a
-            .authorize(&who, "realtime:team-a", false, Action::Broadcast)
+            .authorize(&who, &t("realtime:team-a"), false, Action::Broadcast)
             .is_err());
     }
 
@@ -572,12 +615,12 @@ mod tests {
         );
         assert!(!id.is_user());
         assert!(a
-            .authorize(&id, "realtime:user:anon-7", false, Action::Join)
+            .authorize(&id, &t("realtime:user:anon-7"), false, Action::Join)
             .is_err());
         let service = claims_token(serde_json::json!({"role": "service_role", "exp": exp}));
         let id = a.connect(Some(&service), Arc::from("anon-8")).unwrap();
         assert!(a
-            .authorize(&id, "realtime:user:u9", false, Action::Join)
+            .authorize(&id, &t("realtime:user:u9"), false, Action::Join)
             .is_ok());
         let early =
             claims_token(serde_json::json!({"sub": "u1", "exp": exp, "nbf": now_s() + 600}));

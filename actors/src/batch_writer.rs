@@ -113,6 +113,45 @@ impl<S: BatchSink> Actor for BatchWriter<S> {
     }
 }
 
+/// Write what is buffered, then stop; `done` fires once that batch is completed (the last step
+/// of the engine's shutdown, after every session closed).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stop {
+    pub done: tokio::sync::oneshot::Sender<()>,
+}
+
+impl<S: BatchSink> BatchWriter<S> {
+    /// Flushes, and stops once the flush (a `wait`ed future, so it runs first) completed.
+    pub fn stop_after_flush(&mut self, Stop { done }: Stop, ctx: &mut Context<Self>) {
+        self.flush(ctx);
+        ctx.wait(
+            fut::ready(()).map(move |(), _act, ctx: &mut Context<Self>| {
+                ctx.stop();
+                let _ = done.send(());
+            }),
+        );
+    }
+}
+
+/// `Handler<Stop>` for a writer of a concrete sink (a generic one would overlap with the
+/// generic `Handler<S::Item>`).
+#[macro_export]
+macro_rules! stop_handler {
+    ($sink:ty) => {
+        impl actix::Handler<$crate::batch_writer::Stop>
+            for $crate::batch_writer::BatchWriter<$sink>
+        {
+            type Result = ();
+
+            /// Writes what is buffered, then stops.
+            fn handle(&mut self, stop: $crate::batch_writer::Stop, ctx: &mut actix::Context<Self>) {
+                self.stop_after_flush(stop, ctx);
+            }
+        }
+    };
+}
+
 impl<S: BatchSink> Handler<S::Item> for BatchWriter<S> {
     type Result = ();
 

@@ -1,10 +1,10 @@
 //! The broker boundary between publishers and the rooms that deliver.
 //!
-//! Every publication — a client `broadcast`, a REST broadcast — goes through a [`Broker`]. The
+//! Every publication reaches rooms through a [`Broker`], and only from the engine's publish
+//! path (`Engine::publish`, and the storage writers' after-commit delivery it sets up). The
 //! broker's job is to get it to the room of its topic on every node that has one; the room then
 //! fans out to its local members. [`InProcessBroker`] is the single-node implementation; a
-//! multi-node broker (NATS, Redis, Postgres) implements the same trait and the room logic does
-//! not change.
+//! multi-node broker (NATS) implements the same trait and the room logic does not change.
 //!
 //! Guarantee: at most once, in publish order per topic per publisher. A publication that cannot
 //! be accepted is refused with an error (never dropped silently).
@@ -12,13 +12,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use actix::prelude::*;
 use bytes::Bytes;
+use dashmap::DashMap;
 use locus_protocol::PayloadEncoding;
 use serde_json::value::RawValue;
 
 use crate::metrics::{self as m, DropReason};
-use crate::registry::RoomRegistry;
-use crate::room::Deliver;
 use crate::SessionId;
 
 /// The body of a user broadcast.
@@ -39,7 +39,8 @@ pub enum Body {
 /// One user broadcast on one topic.
 #[derive(Debug)]
 pub struct Publication {
-    /// The full topic, `realtime:<name>`.
+    /// The room key: the topic, `private:`-prefixed for a private channel's room
+    /// ([`crate::topic::Topic::room_key`]).
     pub topic: Arc<str>,
     /// The user event name.
     pub event: String,
@@ -77,19 +78,39 @@ impl Durable {
     }
 }
 
-/// Why a publication was refused.
+/// A publication to fan out to a room's local members.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Deliver {
+    pub publication: Arc<Publication>,
+}
+
+/// Why the broker refused a publication.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PublishError {
+pub enum BrokerError {
     /// The room's mailbox is full: the room is overloaded.
-    #[error("RoomBusy: the room is overloaded, retry later")]
+    #[error("the room is overloaded, retry later")]
     RoomBusy,
 }
 
-/// Delivers publications to the rooms of their topic.
+/// Delivers publications to the rooms of their topic, on every node that has one.
+///
+/// Interest: a node's room registry subscribes a topic while the node has local members of it
+/// (its room runs) and unsubscribes when the last one leaves, so a multi-node broker forwards a
+/// topic only to the nodes that have members. Durable publications arrive already stored,
+/// carrying their `{offset, epoch}` ([`Publication::durable`]), so every node delivers them in
+/// offset order and members can recover gaps on any node.
 pub trait Broker: Send + Sync + 'static {
     /// Hands `publication` to the rooms of its topic without waiting on any member.
     /// `Ok` means accepted: delivery to members is then at most once.
-    fn publish(&self, publication: Publication) -> Result<(), PublishError>;
+    fn publish(&self, publication: Publication) -> Result<(), BrokerError>;
+
+    /// This node has local members of `topic` now: deliver its publications to `room`.
+    fn subscribe(&self, topic: Arc<str>, room: Recipient<Deliver>);
+
+    /// The last local member of `topic` left `room`: stop delivering to it (a newer room of the
+    /// same topic keeps its subscription).
+    fn unsubscribe(&self, topic: &str, room: &Recipient<Deliver>);
 
     /// Whether the broker can currently deliver (for `/api/health`).
     fn is_healthy(&self) -> bool;
@@ -98,32 +119,40 @@ pub trait Broker: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 }
 
-/// Single-node broker: looks the room up in the local registry.
+/// Single-node broker: its subscriptions are the node's own rooms.
+#[derive(Default)]
 pub struct InProcessBroker {
-    rooms: RoomRegistry,
-}
-
-impl InProcessBroker {
-    pub fn new(rooms: RoomRegistry) -> Self {
-        InProcessBroker { rooms }
-    }
+    /// Topic (room key) → the room delivering it; one entry per running room, so bounded by
+    /// the rooms the node's sessions hold (`session.channels_per_connection_max` each).
+    rooms: DashMap<Arc<str>, Recipient<Deliver>>,
 }
 
 impl Broker for InProcessBroker {
-    fn publish(&self, publication: Publication) -> Result<(), PublishError> {
-        let Some(room) = self.rooms.get(&publication.topic) else {
+    fn publish(&self, publication: Publication) -> Result<(), BrokerError> {
+        let Some(room) = self.rooms.get(&*publication.topic).map(|r| r.clone()) else {
             // No room means no member on this node: nothing to deliver.
             return Ok(());
         };
-        match room.try_send(Deliver(Arc::new(publication))) {
+        let deliver = Deliver {
+            publication: Arc::new(publication),
+        };
+        match room.try_send(deliver) {
             Ok(()) => Ok(()),
-            Err(actix::prelude::SendError::Full(_)) => {
+            Err(SendError::Full(_)) => {
                 m::dropped(DropReason::RoomMailboxFull);
-                Err(PublishError::RoomBusy)
+                Err(BrokerError::RoomBusy)
             }
             // The room stopped since the lookup: it had no members left.
-            Err(actix::prelude::SendError::Closed(_)) => Ok(()),
+            Err(SendError::Closed(_)) => Ok(()),
         }
+    }
+
+    fn subscribe(&self, topic: Arc<str>, room: Recipient<Deliver>) {
+        self.rooms.insert(topic, room);
+    }
+
+    fn unsubscribe(&self, topic: &str, room: &Recipient<Deliver>) {
+        self.rooms.remove_if(topic, |_, r| r == room);
     }
 
     fn is_healthy(&self) -> bool {

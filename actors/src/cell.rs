@@ -30,8 +30,9 @@ use locus_protocol::{encode_message, Vsn};
 use serde_json::json;
 
 use crate::config::GeoLimits;
+use crate::connection::outbox::Outbox;
 use crate::metrics::{self as m, DropReason, GeoCap};
-use crate::outbox::Outbox;
+use crate::topic::NEARBY_TOPIC;
 use crate::wire::raw;
 use crate::SessionId;
 
@@ -40,9 +41,6 @@ const RING_FIRST_M: f64 = 1_000.0;
 /// …and how much wider each next ring is, up to the search radius (so at most five covers for
 /// a 50 km search).
 const RING_GROWTH: f64 = 4.0;
-
-/// The topic of the moving subscription.
-pub const NEARBY_TOPIC: &str = "realtime:nearby";
 
 struct CellMember {
     outbox: Outbox,

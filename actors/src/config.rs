@@ -301,8 +301,10 @@ impl StorageLimits {
     /// Whether `topic` (with or without the `realtime:` prefix, or a private room key) is
     /// durable.
     pub fn is_durable(&self, topic: &str) -> bool {
-        let topic = crate::registry::wire_topic(topic);
-        let name = topic.strip_prefix("realtime:").unwrap_or(topic);
+        let topic = crate::topic::wire_topic(topic);
+        let name = topic
+            .strip_prefix(crate::topic::TOPIC_PREFIX)
+            .unwrap_or(topic);
         self.durable_topics.iter().any(|p| glob_match(p, name))
     }
 }
@@ -443,8 +445,8 @@ impl Default for GeoLimits {
 impl GeoLimits {
     pub fn validate(&self) -> Result<(), LimitsError> {
         let err = |s: &str| Err(LimitsError(s.to_owned()));
-        if !(1..=9).contains(&self.cell_len) {
-            return err("geo.cell_len must be in 1..=9");
+        if !(1..=crate::topic::GEO_ROOM_LEN_MAX).contains(&self.cell_len) {
+            return err("geo.cell_len must be in 1..=9 (topic::GEO_ROOM_LEN_MAX)");
         }
         if !(self.radius_m_min > 0.0
             && self.radius_m_min <= self.radius_m_default

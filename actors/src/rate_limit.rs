@@ -4,6 +4,7 @@
 //! governor rather than hand-written buckets: GCRA in one atomic per bucket, a keyed limiter
 //! (per user, across connections) with housekeeping, and `Quota` reads the same as the config.
 
+use crate::refusal::{Code, Refusal};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -101,17 +102,21 @@ impl Limited {
         }
     }
 
-    /// The reply text; the codes are Supabase's where it has one.
-    pub fn message(self) -> (&'static str, &'static str) {
-        match self {
+    /// The refusal; the codes and texts are Supabase's where it has one.
+    pub fn refusal(self) -> Refusal {
+        let (code, detail) = match self {
             Limited::Messages | Limited::UserMessages => {
-                ("RateLimited", "Too many messages per second")
+                (Code::RateLimited, "Too many messages per second")
             }
-            Limited::Joins => ("ClientJoinRateLimitReached", "Too many joins per second"),
-            Limited::Presence => ("RateLimited", "Client presence rate limit exceeded"),
-            Limited::Posts => ("RateLimited", "Too many posts per minute"),
-            Limited::Beacons => ("RateLimited", "Too many location updates per second"),
-        }
+            Limited::Joins => (
+                Code::ClientJoinRateLimitReached,
+                "Too many joins per second",
+            ),
+            Limited::Presence => (Code::RateLimited, "Client presence rate limit exceeded"),
+            Limited::Posts => (Code::RateLimited, "Too many posts per minute"),
+            Limited::Beacons => (Code::RateLimited, "Too many location updates per second"),
+        };
+        Refusal::new(code, detail)
     }
 }
 

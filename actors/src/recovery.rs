@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 
 use crate::broker::Body;
 use crate::config::StorageLimits;
-use crate::engine::StorageHandle;
+use crate::engine::Engine;
 use crate::history::{CachedPublication, Coverage, HistoryCache};
 use crate::room::Recovery;
 use crate::wire::raw;
@@ -68,20 +68,15 @@ fn cached(p: locus_storage::Stored) -> Arc<CachedPublication> {
 
 /// Reads what a joining client missed: from the history window when it covers the gap, else
 /// from the database. The room adds what was committed after this read.
-pub(crate) async fn prepare_recovery(
-    storage: Option<&StorageHandle>,
-    topic: &str,
-    wanted: Wanted,
-) -> Recovery {
-    let Some(storage) = storage else {
+pub(crate) async fn prepare_recovery(engine: &Engine, topic: &str, wanted: Wanted) -> Recovery {
+    if !engine.is_durable(topic) {
         // Only durable topics have a history.
         return not_possible(matches!(wanted, Wanted::Replay(_)));
-    };
+    }
+    let (store, limits) = (engine.store(), engine.storage_limits());
     match wanted {
-        Wanted::Recover(r) => {
-            recover(&storage.store, &storage.cache, &storage.limits, topic, r).await
-        }
-        Wanted::Replay(r) => replay(&storage.store, &storage.limits, topic, r).await,
+        Wanted::Recover(r) => recover(store, engine.history_window(), limits, topic, r).await,
+        Wanted::Replay(r) => replay(store, limits, topic, r).await,
     }
 }
 

@@ -18,11 +18,11 @@ use actix::prelude::*;
 use locus_protocol::{encode_message, encode_user_broadcast, OutFrame, PayloadEncoding, Vsn};
 use serde_json::{Map, Value};
 
-use crate::broker::{Body, Durable, Publication};
+use crate::broker::{Body, Deliver, Durable, Publication};
 use crate::config::RoomLimits;
+use crate::connection::outbox::{Outbox, PushError};
 use crate::history::{CachedPublication, Coverage};
 use crate::metrics::{self as m, DropReason};
-use crate::outbox::{Outbox, PushError};
 use crate::presence::{PresenceBounds, PresenceDiff, PresenceState};
 use crate::registry::RoomRegistry;
 use crate::typing::{TypingOutcome, TypingState};
@@ -70,7 +70,7 @@ pub struct Room {
 
 impl Room {
     pub fn new(key: Arc<str>, registry: RoomRegistry, limits: RoomLimits) -> Self {
-        let topic = Arc::from(crate::registry::wire_topic(&key));
+        let topic = Arc::from(crate::topic::wire_topic(&key));
         let typing = TypingState::new(
             Duration::from_millis(limits.typing_ttl_ms),
             Duration::from_millis(limits.typing_throttle_ms),
@@ -159,11 +159,6 @@ pub struct Leave {
     /// `Some(ref)` for a client `phx_leave`: reply ok and send `phx_close`.
     pub reply_ref: Option<Option<String>>,
 }
-
-/// A publication to fan out to local members.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Deliver(pub Arc<Publication>);
 
 /// A presence `track` (with meta) or `untrack` from a member.
 #[derive(Message)]
@@ -303,7 +298,7 @@ impl Handler<Deliver> for Room {
     type Result = ();
 
     /// Encodes the publication once per version in use and pushes it to every member.
-    fn handle(&mut self, Deliver(publication): Deliver, ctx: &mut Self::Context) {
+    fn handle(&mut self, Deliver { publication }: Deliver, ctx: &mut Self::Context) {
         let frames = self.encode_publication(&publication);
         let mut delivered = 0u64;
         let mut queued_bytes = 0usize;
@@ -629,7 +624,7 @@ pub fn encode_broadcast(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbox::{outbox, Outgoing};
+    use crate::connection::outbox::{outbox, Outgoing};
 
     fn join(session: SessionId, outbox: Outbox, presence_enabled: bool) -> Join {
         Join {
@@ -650,7 +645,8 @@ mod tests {
     /// reason (and is not a member), instead of being shed as a slow consumer.
     #[actix::test]
     async fn a_presence_state_too_large_for_the_joiner_is_a_refusal() {
-        let registry = RoomRegistry::new(RoomLimits::default(), None);
+        let broker = Arc::new(crate::broker::InProcessBroker::default());
+        let registry = RoomRegistry::new(RoomLimits::default(), None, broker);
         let mut room = Room::new(Arc::from("realtime:p"), registry, RoomLimits::default());
         let mut ctx = Context::<Room>::new();
         for session in 0..3 {

@@ -77,7 +77,9 @@ pub fn channel_error(vsn: Vsn, join_ref: Option<&str>, topic: &str) -> OutFrame 
 
 /// `system` message `{"message","status","extension","channel"}` on `topic`.
 pub fn system(vsn: Vsn, topic: &str, ok: bool, extension: &str, message: &str) -> OutFrame {
-    let channel = topic.strip_prefix("realtime:").unwrap_or(topic);
+    let channel = topic
+        .strip_prefix(crate::topic::TOPIC_PREFIX)
+        .unwrap_or(topic);
     let payload = serde_json::json!({
         "message": message,
         "status": if ok { "ok" } else { "error" },

@@ -16,9 +16,8 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use locus_actors::auth::{Action, Identity};
 use locus_actors::broker::{Body, Publication};
-use locus_actors::registry::room_key;
-use locus_actors::storage_writer::DurableError;
-use locus_actors::user_session::TOPIC_PREFIX;
+use locus_actors::engine::{Author, Outgoing};
+use locus_actors::topic::{Kind, Topic};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -49,39 +48,20 @@ pub(crate) fn caller(req: &actix_web::HttpRequest, state: &AppState) -> Result<I
     let token = header("authorization")
         .and_then(|v| v.strip_prefix("Bearer "))
         .or_else(|| header("apikey"));
-    state
-        .engine
-        .security
-        .auth
-        .connect(token, Arc::from("anon-http"))
-        .map_err(|e| {
-            locus_actors::metrics::auth_failure(e.code());
-            ApiError::coded(StatusCode::UNAUTHORIZED, e.code(), &e)
-        })
+    Ok(state.engine.identify(token, Arc::from("anon-http"))?)
 }
 
-/// Whether the caller may broadcast on `topic`: 403 `Unauthorized` otherwise.
-fn authorize(state: &AppState, who: &Identity, topic: &str, private: bool) -> Result<(), ApiError> {
-    authorize_action(state, who, topic, private, Action::Broadcast)
-}
-
-/// Whether the caller may do `action` on `topic` under the topic rules: 403 `Unauthorized`.
-pub(crate) fn authorize_action(
-    state: &AppState,
-    who: &Identity,
-    topic: &str,
-    private: bool,
-    action: Action,
-) -> Result<(), ApiError> {
-    state
-        .engine
-        .security
-        .auth
-        .authorize(who, topic, private, action)
-        .map_err(|denied| {
-            locus_actors::metrics::auth_failure("Unauthorized");
-            ApiError::new(StatusCode::FORBIDDEN, "Unauthorized", &denied.0)
-        })
+/// A REST topic (`realtime:` optional), bounded like a socket's. `realtime:nearby` is not a
+/// channel: it takes `post` over the socket.
+pub(crate) fn rest_topic(state: &AppState, topic: &str) -> Result<Topic, ApiError> {
+    let topic = Topic::parse_unprefixed(topic, state.engine.session_limits().topic_bytes_max)?;
+    if *topic.kind() == Kind::Nearby {
+        return Err(ApiError::bad_request(
+            "InvalidTopic",
+            "realtime:nearby is not a channel; post to it over the socket",
+        ));
+    }
+    Ok(topic)
 }
 
 pub async fn broadcast(
@@ -100,11 +80,15 @@ pub async fn broadcast(
         ));
     }
     state.limits.messages(&limited, messages.len())?;
-    let topic_max = state.engine.session_limits.topic_bytes_max;
     let mut publications = Vec::with_capacity(messages.len());
     for (i, msg) in messages.into_iter().enumerate() {
-        let topic = full_topic(msg.topic, topic_max)
-            .and_then(|t| authorize(&state, &who, &t, msg.private).map(|()| t))
+        let topic = rest_topic(&state, &msg.topic)
+            .and_then(|t| {
+                state
+                    .engine
+                    .authorize(&who, &t, msg.private, Action::Broadcast)?;
+                Ok(t)
+            })
             .map_err(|e| ApiError {
                 message: format!("messages[{i}]: {}", e.message),
                 ..e
@@ -117,9 +101,9 @@ pub async fn broadcast(
             message: format!("messages[{i}]: {}", e.message),
             ..e
         })?;
-        state.limits.topic(&limited, &topic)?;
+        state.limits.topic(&limited, topic.as_str())?;
         publications.push(Publication {
-            topic: room_key(&topic, msg.private),
+            topic: topic.room_key(msg.private),
             event: msg.event,
             body: Body::Json(payload),
             sender: None,
@@ -145,21 +129,15 @@ pub async fn broadcast(
     Ok(HttpResponse::Accepted().finish())
 }
 
-/// Publishes one message: through the storage writer (answering after commit) on durable
-/// topics, straight to the broker otherwise.
+/// Publishes one message through the engine, answering once it is accepted (after commit on
+/// a durable topic).
 async fn publish(state: &AppState, publication: Publication) -> Result<(), ApiError> {
-    let Some(storage) = state.engine.durable(&publication.topic) else {
-        return state.engine.broker.publish(publication).map_err(|e| {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "RoomBusy", &e.to_string())
-        });
+    let outgoing = Outgoing::Channel {
+        publication,
+        author: Author::default(),
     };
-    let completion = storage.append(publication, None, None)?;
-    match completion.await {
-        Ok(result) => result.map(|_| ()).map_err(ApiError::from),
-        Err(_) => Err(ApiError::from(DurableError::Unavailable(
-            "storage writer stopped".into(),
-        ))),
-    }
+    state.engine.publish(outgoing)?.wait().await?;
+    Ok(())
 }
 
 /// `?private=true`: realtime-js's `httpSend` on a private channel.
@@ -188,11 +166,13 @@ pub async fn broadcast_event(
     let who = caller(&req, &state)?;
     let limited = Caller::of(&req, &who);
     let EventPath { topic, event } = path.into_inner();
-    let topic = full_topic(topic, state.engine.session_limits.topic_bytes_max)?;
-    authorize(&state, &who, &topic, query.private)?;
+    let topic = rest_topic(&state, &topic)?;
+    state
+        .engine
+        .authorize(&who, &topic, query.private, Action::Broadcast)?;
     check_payload(&state, &event, body.len())?;
     state.limits.messages(&limited, 1)?;
-    state.limits.topic(&limited, &topic)?;
+    state.limits.topic(&limited, topic.as_str())?;
     let binary = req
         .headers()
         .get(actix_web::http::header::CONTENT_TYPE)
@@ -211,7 +191,7 @@ pub async fn broadcast_event(
         Body::Json(Arc::from(payload))
     };
     let publication = Publication {
-        topic: room_key(&topic, query.private),
+        topic: topic.room_key(query.private),
         event,
         body,
         sender: None,
@@ -226,7 +206,7 @@ pub async fn broadcast_event(
 /// `session.payload_bytes_max` (a socket broadcast's payload holds both), so one request can
 /// never build a frame that no member queue can take.
 fn check_payload(state: &AppState, event: &str, payload_bytes: usize) -> Result<(), ApiError> {
-    let max = state.engine.session_limits.payload_bytes_max;
+    let max = state.engine.session_limits().payload_bytes_max;
     if event.len() + payload_bytes > max {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -235,20 +215,4 @@ fn check_payload(state: &AppState, event: &str, payload_bytes: usize) -> Result<
         ));
     }
     Ok(())
-}
-
-/// Adds the `realtime:` prefix when missing and checks the length.
-pub(crate) fn full_topic(topic: String, topic_max: usize) -> Result<String, ApiError> {
-    let topic = if topic.starts_with(TOPIC_PREFIX) {
-        topic
-    } else {
-        format!("{TOPIC_PREFIX}{topic}")
-    };
-    if topic.len() == TOPIC_PREFIX.len() || topic.len() > topic_max {
-        return Err(ApiError::bad_request(
-            "InvalidTopic",
-            &format!("topic must be 1..={topic_max} bytes with its prefix"),
-        ));
-    }
-    Ok(topic)
 }

@@ -2,6 +2,9 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
+use locus_actors::auth::AuthError;
+use locus_actors::engine::{PublishError, ReadError};
+use locus_actors::refusal::{Code, Refusal};
 use serde_json::json;
 
 /// An error returned by an HTTP handler.
@@ -34,14 +37,6 @@ impl ApiError {
         }
     }
 
-    /// From an error whose text is `"<Code>: <message>"` (the protocol's shape): the message
-    /// without the code it repeats.
-    pub fn coded(status: StatusCode, code: &'static str, error: &impl std::fmt::Display) -> Self {
-        let text = error.to_string();
-        let message = text.split_once(": ").map_or(text.as_str(), |(_, m)| m);
-        Self::new(status, code, message)
-    }
-
     pub fn bad_request(code: &'static str, message: &str) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
@@ -66,17 +61,56 @@ impl From<locus_storage::StoreError> for ApiError {
     }
 }
 
-impl From<locus_actors::storage_writer::DurableError> for ApiError {
-    /// A record that cannot be stored as sent is the caller's (422, retrying will not help);
-    /// a busy or unreachable store is 503 (retry); anything else is the server's fault.
-    fn from(e: locus_actors::storage_writer::DurableError) -> Self {
-        use locus_actors::storage_writer::DurableError as D;
-        let status = match &e {
-            D::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            D::Busy | D::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            D::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+impl From<Refusal> for ApiError {
+    /// A refusal from the engine: 403 for the access check, 503 when something is full or
+    /// down (retry), 422 for a record that cannot be stored as sent, 500 for a storage fault,
+    /// 400 for the rest (the request itself is wrong).
+    fn from(r: Refusal) -> Self {
+        let status = match r.code {
+            Code::Unauthorized => StatusCode::FORBIDDEN,
+            Code::InvalidJwt
+            | Code::InvalidJwtExpiration
+            | Code::MalformedJwt
+            | Code::AnonymousNotAllowed => StatusCode::UNAUTHORIZED,
+            Code::RoomBusy | Code::StorageBusy | Code::StorageUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Code::InvalidPayload | Code::ClientIdTooLong => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::StorageError => StatusCode::INTERNAL_SERVER_ERROR,
+            Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Code::RateLimited | Code::ConnectionLimitReached => StatusCode::TOO_MANY_REQUESTS,
+            _ => StatusCode::BAD_REQUEST,
         };
-        Self::coded(status, e.code(), &e)
+        Self::new(status, r.code.as_str(), &r.detail)
+    }
+}
+
+impl From<PublishError> for ApiError {
+    fn from(e: PublishError) -> Self {
+        Refusal::from(e).into()
+    }
+}
+
+impl From<AuthError> for ApiError {
+    /// A token refused at the edge (401), counted.
+    fn from(e: AuthError) -> Self {
+        locus_actors::metrics::auth_failure(e.code());
+        Refusal::from(e).into()
+    }
+}
+
+impl From<ReadError> for ApiError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Refused(r) => r.into(),
+            ReadError::NotDurable => Self::new(
+                StatusCode::NOT_FOUND,
+                "NotDurable",
+                &ReadError::NotDurable.to_string(),
+            ),
+            e @ ReadError::InvalidLimit(_) => Self::bad_request("InvalidLimit", &e.to_string()),
+            ReadError::Store(e) => e.into(),
+        }
     }
 }
 

@@ -2,48 +2,33 @@
 //! "degraded"` when storage is failing (ephemeral traffic still flows) — and 503 when the
 //! broker cannot deliver.
 
-use std::time::Duration;
-
 use actix_web::{web, HttpResponse};
-use locus_storage::Storage;
 use serde_json::json;
 
 use crate::AppState;
 
-/// A store that does not answer within this long is reported down.
-const STORAGE_PING_TIMEOUT_MS: u64 = 1_000;
-
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
-    let broker = &state.engine.broker;
-    let broker_ok = broker.is_healthy();
-    let storage = match &state.engine.storage {
-        None => json!({ "status": "off" }),
-        Some(s) => {
-            let ping = tokio::time::timeout(
-                Duration::from_millis(STORAGE_PING_TIMEOUT_MS),
-                s.store.ping(),
-            )
-            .await;
-            let reachable = matches!(ping, Ok(Ok(())));
-            let status = if reachable && !s.health.is_degraded() {
-                "ok"
-            } else {
-                "degraded"
-            };
-            json!({ "status": status, "backend": s.store.backend(), "reachable": reachable })
-        }
+    let h = state.engine.health().await;
+    let storage_status = if h.storage_reachable && !h.storage_degraded {
+        "ok"
+    } else {
+        "degraded"
     };
-    let storage_ok = storage["status"] != "degraded";
+    let storage_ok = storage_status == "ok";
     let body = json!({
-        "status": if !broker_ok { "down" } else if storage_ok { "ok" } else { "degraded" },
+        "status": if !h.broker_ok { "down" } else if storage_ok { "ok" } else { "degraded" },
         "version": env!("CARGO_PKG_VERSION"),
-        "broker": { "name": broker.name(), "status": if broker_ok { "ok" } else { "down" } },
-        "storage": storage,
-        "connections": state.engine.sessions.len(),
-        "rooms": state.engine.rooms.len(),
+        "broker": { "name": h.broker_name, "status": if h.broker_ok { "ok" } else { "down" } },
+        "storage": {
+            "status": storage_status,
+            "backend": h.storage_backend,
+            "reachable": h.storage_reachable,
+        },
+        "connections": h.connections,
+        "rooms": h.rooms,
         "jobs": state.jobs.provider_health(),
     });
-    if broker_ok {
+    if h.broker_ok {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)

@@ -9,13 +9,11 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine as _;
-use locus_actors::auth::Action;
-use locus_actors::registry::room_key;
-use locus_storage::{Encoding, Storage};
+use locus_storage::Encoding;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::http::broadcast::{authorize_action, caller, full_topic};
+use crate::http::broadcast::{caller, rest_topic};
 use crate::http::error::ApiError;
 use crate::http::limits::Caller;
 use crate::AppState;
@@ -40,43 +38,13 @@ pub async fn history(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let who = caller(&req, &state)?;
-    let topic = full_topic(
-        path.into_inner(),
-        state.engine.session_limits.topic_bytes_max,
-    )?;
-    authorize_action(&state, &who, &topic, query.private, Action::Join)?;
+    let topic = rest_topic(&state, &path)?;
     state.limits.read(&Caller::of(&req, &who))?;
-    // A private channel's history is its own (private and public joins are kept apart).
-    let key = room_key(&topic, query.private);
-    let storage = state.engine.durable(&key).ok_or_else(|| {
-        ApiError::new(
-            actix_web::http::StatusCode::NOT_FOUND,
-            "NotDurable",
-            "this topic keeps no history",
-        )
-    })?;
-    let max = storage.limits.history_page_max;
-    let limit = query.limit.unwrap_or(max);
-    if limit == 0 || limit > max {
-        return Err(ApiError::bad_request(
-            "InvalidLimit",
-            &format!("limit must be 1..={max}"),
-        ));
-    }
-    let h = storage
-        .store
-        .history(
-            &key,
-            query.since_offset,
-            limit,
-            storage.limits.history_page_bytes_max,
-        )
+    let page = state
+        .engine
+        .history_page(&who, &topic, query.private, query.since_offset, query.limit)
         .await?;
-    let next_since_offset = h
-        .publications
-        .last()
-        .map(|p| p.offset)
-        .filter(|&last| last.saturating_add(1) < h.next_offset);
+    let (h, next_since_offset) = (page.history, page.next_since_offset);
     let messages: Vec<Value> = h
         .publications
         .into_iter()
@@ -101,7 +69,7 @@ pub async fn history(
         })
         .collect();
     Ok(HttpResponse::Ok().json(json!({
-        "topic": topic,
+        "topic": topic.as_str(),
         "epoch": h.epoch,
         "first_offset": h.first_offset,
         "next_offset": h.next_offset,

@@ -4,7 +4,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use locus_geo::Point;
-use locus_storage::{NearbyQuery, Storage};
+use locus_storage::NearbyQuery;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -76,15 +76,8 @@ pub async fn nearby(
             ApiError::bad_request("InvalidParameter", "since must be an RFC 3339 time")
         })?),
     };
-    let storage = state.engine.storage.as_ref().ok_or_else(|| {
-        ApiError::new(
-            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-            "StorageUnavailable",
-            "storage is off",
-        )
-    })?;
-    let hits = storage
-        .store
+    let hits = state
+        .engine
         .nearby(&NearbyQuery {
             center,
             radius_m,

@@ -27,7 +27,7 @@ impl From<SignInError> for ApiError {
             SignInError::Malformed(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::UNAUTHORIZED,
         };
-        ApiError::coded(status, e.code(), &e)
+        ApiError::new(status, e.code(), &e.to_string())
     }
 }
 

@@ -98,23 +98,23 @@ impl SignInConfig {
 /// Why a sign-in was refused; mapped to HTTP at the edge.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignInError {
-    #[error("SignInDisabled: set auth.jwt_secret to issue tokens")]
+    #[error("set auth.jwt_secret to issue tokens")]
     Disabled,
-    #[error("TooManyAttempts: slow down")]
+    #[error("slow down")]
     TooManyAttempts,
-    #[error("MalformedSignIn: {0}")]
+    #[error("{0}")]
     Malformed(String),
-    #[error("InvalidSignature: {0}")]
+    #[error("{0}")]
     InvalidSignature(String),
-    #[error("NonceInvalid: unknown, used or expired nonce")]
+    #[error("unknown, used or expired nonce")]
     Nonce,
-    #[error("DomainNotAllowed: {0}")]
+    #[error("{0}")]
     Domain(String),
-    #[error("Expired: the signed message has expired")]
+    #[error("the signed message has expired")]
     Expired,
-    #[error("ReplayedSignIn: this initData has signed in already; reopen the Mini App")]
+    #[error("this initData has signed in already; reopen the Mini App")]
     Replayed,
-    #[error("SignInBusy: too many sign-ins in progress; retry shortly")]
+    #[error("too many sign-ins in progress; retry shortly")]
     Busy,
 }
 

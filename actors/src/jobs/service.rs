@@ -24,10 +24,10 @@ use super::supervisor::{JobSupervisor, Launch, Shutdown};
 use super::view::event_json;
 use super::webhook::{verify, SeenWebhooks, WebhookError, WebhookHeaders};
 use super::writer::{JobSink, JobWriter};
-use crate::batch_writer::StorageHealth;
 use crate::broker::{Body, Publication};
-use crate::config::StorageLimits;
+use crate::engine::{Author, Outgoing};
 use crate::metrics as m;
+use crate::topic::Topic;
 use crate::Engine;
 
 /// Longest `Idempotency-Key`, in bytes.
@@ -182,31 +182,24 @@ impl JobShared {
         })
     }
 
-    /// Pushes the job's state to its owner's `realtime:user:<id>` as event `job`.
+    /// Pushes the job's state to its owner's `realtime:user:<id>` as event `job`, through the
+    /// engine's publish path (stored first when personal topics are durable).
     pub fn publish_event(&self, job: &JobRecord) {
-        let topic = format!("realtime:user:{}", job.owner);
+        let topic = Topic::personal(&job.owner);
         let payload = crate::wire::raw(event_json(job).to_string());
         let publication = Publication {
-            topic: Arc::from(topic.as_str()),
+            topic: topic.room_key(false),
             event: "job".into(),
             body: Body::Json(Arc::from(payload)),
             sender: None,
             accepted_at: std::time::Instant::now(),
             durable: None,
         };
-        let result = match self.engine.durable(&topic) {
-            // Stored first, delivered with its offset once committed.
-            Some(storage) => storage
-                .append(publication, None, None)
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-            None => self
-                .engine
-                .broker
-                .publish(publication)
-                .map_err(|e| e.to_string()),
+        let outgoing = Outgoing::Channel {
+            publication,
+            author: Author::default(),
         };
-        if let Err(e) = result {
+        if let Err(e) = self.engine.publish(outgoing) {
             tracing::warn!(job = %job.id, error = %e, "job event not delivered");
         }
     }
@@ -290,14 +283,15 @@ impl Jobs {
 
     /// Starts the job writer and supervisor on the current arbiter (the provider clients are
     /// built here and stay on it) and picks up stalled jobs.
-    pub fn start(
-        config: JobsConfig,
-        store: AnyStore,
-        engine: Engine,
-        storage_limits: StorageLimits,
-        health: StorageHealth,
-    ) -> Jobs {
-        let writer = JobWriter::new(store.clone(), storage_limits, health, JobSink).start();
+    pub fn start(config: JobsConfig, engine: Engine) -> Jobs {
+        let store = engine.store().clone();
+        let writer = JobWriter::new(
+            store.clone(),
+            engine.storage_limits().clone(),
+            engine.storage_health().clone(),
+            JobSink,
+        )
+        .start();
         let mut providers = BTreeMap::new();
         for (name, pc) in &config.providers {
             let Some(_) = pc.resolved_token() else {

@@ -48,3 +48,5 @@ impl BatchSink for JobSink {
         }
     }
 }
+
+crate::stop_handler!(JobSink);

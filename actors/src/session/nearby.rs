@@ -1,47 +1,42 @@
 //! The session's side of `realtime:nearby`: joining with a radius, `location` updates that
-//! home the member in a cell actor (with hysteresis), `post` (stored, then fanned out through
-//! the covering cells), and the per-subscriber presence list of members within the radius
-//! (asking at most `geo.presence_cells_max` cells, nearest first).
+//! home the member in a cell actor (with hysteresis), `post` (handed to the engine, which
+//! stores it and fans it out through the covering cells after commit, whether or not the
+//! poster is still connected), and the per-subscriber presence list of members within the
+//! radius (asking at most `geo.presence_cells_max` cells, nearest first).
 //!
 //! Whether the subscriber sees exact or coarse positions is decided at join, from whether its
 //! identity is authenticated then.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use locus_geo::{haversine_m, BBox, Point};
-use locus_protocol::{encode_message, InboundFrame, Payload};
+use locus_protocol::{encode_message, InboundFrame};
 use serde_json::{json, Value};
 
+use super::payloads::json_payload;
+use super::{ReplyTo, UserSession};
 use crate::auth::Action;
-use crate::broker::{Body, Publication};
-use crate::cell::{
-    self, Cell, Enter, Fanout, GeoPost, Move, NearbyMembers, ReachGuard, NEARBY_TOPIC,
-};
-use crate::geo_writer::GeoAppend;
+use crate::cell::{self, Cell, Enter, GeoPost, Move, NearbyMembers, ReachGuard};
+use crate::delivery::COVER_SLACK_M;
+use crate::engine::{OnStored, Outgoing};
 use crate::metrics::{self as m, DropReason, GeoCap};
-use crate::storage_writer::DurableError;
-use crate::user_session::{refuse, Refusal, UserSession};
+use crate::refusal::{Code, Refusal};
+use crate::topic::{Topic, NEARBY_TOPIC};
 use crate::wire::{self, raw};
 
 /// Longest client id of a geo message.
 const POST_ID_BYTES_MAX: usize = 128;
-/// Slack added to fan-out covers, in metres, so a member exactly on a cell edge is never missed.
-const COVER_SLACK_M: f64 = 1.0;
-/// Geohash lengths of the explicit `realtime:geo:<geohash>` rooms a geo message reaches.
-const GEO_ROOM_LEN_MAX: usize = 9;
-pub const GEO_TOPIC_PREFIX: &str = "realtime:geo:";
 
 /// The cell a member lives in.
-pub(crate) struct HomeCell {
+pub(super) struct HomeCell {
     addr: Addr<Cell>,
     bbox: BBox,
 }
 
 /// One connection's nearby subscription.
-pub(crate) struct NearbyState {
-    pub(crate) join_ref: Option<String>,
+pub(super) struct NearbyState {
+    pub(super) join_ref: Option<String>,
     radius_m: f64,
     /// Authenticated at join: sees others' exact positions.
     exact: bool,
@@ -54,7 +49,7 @@ pub(crate) struct NearbyState {
 
 impl NearbyState {
     /// Leaves the home cell (the session is leaving or closing).
-    pub(crate) fn leave(&mut self, session: crate::SessionId) {
+    pub(super) fn leave(&mut self, session: crate::SessionId) {
         if let Some(home) = self.home.take() {
             // Bounded: one leave per home cell, and a session has at most one.
             home.addr.do_send(cell::Leave { session });
@@ -72,13 +67,6 @@ fn number(payload: &Value, key: &str) -> Result<f64, String> {
 fn point(payload: &Value) -> Result<Point, String> {
     let (lat, lng) = (number(payload, "lat")?, number(payload, "lng")?);
     Point::new(lat, lng).map_err(|e| e.to_string())
-}
-
-fn json_value(frame: &InboundFrame) -> Result<Value, String> {
-    match &frame.payload {
-        Payload::Json(raw) => serde_json::from_str(raw.get()).map_err(|e| e.to_string()),
-        Payload::UserBroadcast(_) => Err("a binary frame is only accepted for broadcast".into()),
-    }
 }
 
 /// How far `p` lies outside `b`, in metres (0 inside). An upper bound of the true distance,
@@ -111,18 +99,19 @@ fn outside_m(b: &BBox, p: Point) -> f64 {
 
 impl UserSession {
     /// `phx_join` on `realtime:nearby` with `{"config":{"nearby":{"radius_m":R}}}`.
-    pub(crate) fn join_nearby(&mut self, frame: &InboundFrame) -> Result<(), Refusal> {
-        self.authorize(NEARBY_TOPIC, false, Action::Join)?;
-        let limits = self.engine.cells.limits().clone();
-        let payload = json_value(frame).map_err(|e| refuse("MalformedJoin", e))?;
+    pub(super) fn join_nearby(&mut self, frame: &InboundFrame) -> Result<(), Refusal> {
+        self.authorize(&nearby_topic(), false, Action::Join)?;
+        let limits = self.engine.cells().limits().clone();
+        let payload = json_payload::<Value>(&frame.payload)
+            .map_err(|e| Refusal::new(Code::MalformedJoin, e))?;
         let radius_m = match payload.pointer("/config/nearby/radius_m") {
             None | Some(Value::Null) => limits.radius_m_default,
             Some(v) => v
                 .as_f64()
-                .ok_or_else(|| refuse("InvalidRadius", "radius_m must be a number"))?,
+                .ok_or_else(|| Refusal::new(Code::InvalidRadius, "radius_m must be a number"))?,
         };
         let radius_m = locus_geo::radius(radius_m, limits.radius_m_min, limits.radius_m_max)
-            .map_err(|e| refuse("InvalidRadius", e.to_string()))?;
+            .map_err(|e| Refusal::new(Code::InvalidRadius, e.to_string()))?;
         if let Some(mut old) = self.nearby.take() {
             old.leave(self.id);
             self.push(wire::close(self.vsn, old.join_ref.as_deref(), NEARBY_TOPIC));
@@ -144,13 +133,13 @@ impl UserSession {
             home: None,
             point: None,
             presence_sent_at: None,
-            _reach: self.engine.cells.subscribe(radius_m),
+            _reach: self.engine.cells().subscribe(radius_m),
         });
         Ok(())
     }
 
     /// `phx_leave` on `realtime:nearby`.
-    pub(crate) fn leave_nearby(&mut self, frame: &InboundFrame) {
+    pub(super) fn leave_nearby(&mut self, frame: &InboundFrame) {
         if let Some(mut st) = self.nearby.take() {
             st.leave(self.id);
         }
@@ -170,23 +159,24 @@ impl UserSession {
     /// `location` `{"lat","lng","accuracy_m"?}`: moves the member, re-homing it when it left its
     /// cell by more than the hysteresis; replies ok (or error, changing nothing). Sharing one's
     /// position with the subscribers around is a write: it needs `broadcast` on the topic.
-    pub(crate) fn location(
+    pub(super) fn location(
         &mut self,
         frame: &InboundFrame,
         ctx: &mut Context<Self>,
     ) -> Result<(), Refusal> {
-        self.authorize(NEARBY_TOPIC, false, Action::Broadcast)?;
-        let payload = json_value(frame).map_err(|e| refuse("InvalidLocation", e))?;
-        let p = point(&payload).map_err(|e| refuse("InvalidLocation", e))?;
+        self.authorize(&nearby_topic(), false, Action::Broadcast)?;
+        let payload = json_payload::<Value>(&frame.payload)
+            .map_err(|e| Refusal::new(Code::InvalidLocation, e))?;
+        let p = point(&payload).map_err(|e| Refusal::new(Code::InvalidLocation, e))?;
         if let Some(acc) = payload.get("accuracy_m") {
             if !acc.as_f64().is_some_and(|a| a >= 0.0) {
-                return Err(refuse(
-                    "InvalidLocation",
+                return Err(Refusal::new(
+                    Code::InvalidLocation,
                     "accuracy_m must be a non-negative number",
                 ));
             }
         }
-        let limits = self.engine.cells.limits().clone();
+        let limits = self.engine.cells().limits().clone();
         let (id, vsn, outbox, user_id) = (
             self.id,
             self.vsn,
@@ -196,7 +186,7 @@ impl UserSession {
         let st = self
             .nearby
             .as_mut()
-            .ok_or_else(|| refuse("UnmatchedTopic", "join realtime:nearby first"))?;
+            .ok_or_else(|| Refusal::new(Code::UnmatchedTopic, "join realtime:nearby first"))?;
         st.point = Some(p);
         let stays = st
             .home
@@ -218,7 +208,7 @@ impl UserSession {
             st.leave(id);
             let name = locus_geo::encode(p, limits.cell_len);
             let bbox = locus_geo::bbox(&name).expect("encode yields valid cells");
-            let addr = self.engine.cells.get_or_start(&name);
+            let addr = self.engine.cells().get_or_start(&name);
             let enter = Enter {
                 session: id,
                 outbox,
@@ -249,7 +239,7 @@ impl UserSession {
     /// Sends `presence_state` listing the members within this subscriber's radius, closest
     /// first, at most once per beacon interval.
     fn send_nearby_presence(&mut self, ctx: &mut Context<Self>) {
-        let limits = self.engine.cells.limits().clone();
+        let limits = self.engine.cells().limits().clone();
         let Some(st) = self.nearby.as_mut() else {
             return;
         };
@@ -266,7 +256,7 @@ impl UserSession {
         } else {
             cell::coarse_offset_m_max(&limits)
         };
-        let (targets, capped) = self.engine.cells.nearest_targets(
+        let (targets, capped) = self.engine.cells().nearest_targets(
             p,
             radius + COVER_SLACK_M + snap_slack_m,
             limits.presence_cells_max,
@@ -326,22 +316,22 @@ impl UserSession {
     /// `post` `{"id","content","lat","lng","radius_m"}`: stored, replied `{"id","created_at"}`
     /// after commit, then delivered to every member within `radius_m` exactly once. A re-post
     /// of the same id gets the same reply and no second delivery.
-    pub(crate) fn post(
-        &mut self,
-        frame: &InboundFrame,
-        ctx: &mut Context<Self>,
-    ) -> Result<(), Refusal> {
+    pub(super) fn post(&mut self, frame: &InboundFrame) -> Result<(), Refusal> {
         if self.nearby.is_none() {
-            return Err(refuse("UnmatchedTopic", "join realtime:nearby first"));
+            return Err(Refusal::new(
+                Code::UnmatchedTopic,
+                "join realtime:nearby first",
+            ));
         }
-        self.authorize(NEARBY_TOPIC, false, Action::Post)?;
-        let limits = self.engine.cells.limits().clone();
-        let payload = json_value(frame).map_err(|e| refuse("InvalidPost", e))?;
+        self.authorize(&nearby_topic(), false, Action::Post)?;
+        let limits = self.engine.cells().limits().clone();
+        let payload = json_payload::<Value>(&frame.payload)
+            .map_err(|e| Refusal::new(Code::InvalidPost, e))?;
         let id = match payload.get("id") {
             Some(Value::String(s)) if !s.is_empty() && s.len() <= POST_ID_BYTES_MAX => s.clone(),
             _ => {
-                return Err(refuse(
-                    "InvalidPost",
+                return Err(Refusal::new(
+                    Code::InvalidPost,
                     format!("id must be a string of 1..={POST_ID_BYTES_MAX} bytes"),
                 ))
             }
@@ -350,117 +340,70 @@ impl UserSession {
             Some(Value::String(s)) if s.len() <= limits.content_bytes_max => s.clone(),
             _ => {
                 let max = limits.content_bytes_max;
-                return Err(refuse(
-                    "InvalidPost",
+                return Err(Refusal::new(
+                    Code::InvalidPost,
                     format!("content must be a string of at most {max} bytes"),
                 ));
             }
         };
-        let p = point(&payload).map_err(|e| refuse("InvalidPost", e))?;
+        let p = point(&payload).map_err(|e| Refusal::new(Code::InvalidPost, e))?;
         let radius_m = number(&payload, "radius_m")
             .and_then(|r| {
                 locus_geo::radius(r, limits.radius_m_min, limits.radius_m_max)
                     .map_err(|e| e.to_string())
             })
-            .map_err(|e| refuse("InvalidPost", e))?;
-        let writer = self
-            .engine
-            .geo_writer
-            .as_ref()
-            .ok_or_else(|| refuse("StorageError", "storage is off"))?;
-        let record = locus_storage::NewGeoMessage {
+            .map_err(|e| Refusal::new(Code::InvalidPost, e))?;
+        let post = GeoPost {
             id: id.clone(),
             user_id: self.identity.user_id.to_string(),
-            content: content.clone(),
+            content,
             point: p,
             radius_m,
-            created_at_ms: locus_storage::now_ms(),
+            created_at_ms: 0,
+            accepted_at: Instant::now(),
         };
-        let accepted_at = Instant::now();
-        let (done, completion) = tokio::sync::oneshot::channel();
-        writer.try_send(GeoAppend { record, done }).map_err(|_| {
-            refuse(
-                "StorageBusy",
-                "too many geo messages in flight, retry later",
-            )
-        })?;
-        let (join_ref, msg_ref) = (frame.join_ref.clone(), frame.msg_ref.clone());
-        ctx.spawn(completion.into_actor(self).map(move |result, act, _| {
-            match result
-                .unwrap_or_else(|_| Err(DurableError::Unavailable("geo writer stopped".into())))
-            {
+        // The reply is pushed by the writer right after the commit, before the fan-out, so the
+        // poster reads it before its own message, and it is sent even if this session is busy.
+        let (outbox, vsn, to) = (self.outbox.clone(), self.vsn, ReplyTo::of(frame));
+        let on_stored: OnStored = Box::new(move |result| {
+            let to = to.borrow();
+            let frame = match result {
                 Ok(stored) => {
                     let created_at = locus_storage::time::rfc3339_ms(stored.created_at_ms);
                     let response = json!({ "id": id, "created_at": created_at }).to_string();
-                    act.push(wire::reply(
-                        act.vsn,
-                        join_ref.as_deref(),
-                        msg_ref.as_deref(),
+                    wire::reply(
+                        vsn,
+                        to.join_ref,
+                        to.msg_ref,
                         NEARBY_TOPIC,
                         true,
                         &raw(response),
-                    ));
-                    if !stored.duplicate {
-                        let post = GeoPost {
-                            id,
-                            user_id: act.identity.user_id.to_string(),
-                            content,
-                            point: p,
-                            radius_m,
-                            created_at_ms: stored.created_at_ms,
-                            accepted_at,
-                        };
-                        act.fan_out_post(Arc::new(post));
-                    }
+                    )
                 }
                 Err(e) => {
-                    m::protocol_error(e.code());
-                    let message = e.to_string();
-                    let detail = message
-                        .split_once(": ")
-                        .map_or(message.as_str(), |(_, d)| d);
-                    act.push(wire::reply_error(
-                        act.vsn,
-                        join_ref.as_deref(),
-                        msg_ref.as_deref(),
+                    let refusal = Refusal::from(e.clone());
+                    m::protocol_error(refusal.code.as_str());
+                    wire::reply_error(
+                        vsn,
+                        to.join_ref,
+                        to.msg_ref,
                         NEARBY_TOPIC,
-                        e.code(),
-                        detail,
-                    ));
+                        refusal.code.as_str(),
+                        &refusal.detail,
+                    )
                 }
-            }
-        }));
+            };
+            let _ = outbox.push(frame);
+        });
+        self.engine.publish(Outgoing::Geo {
+            post,
+            on_stored: Some(on_stored),
+        })?;
         Ok(())
     }
+}
 
-    /// Sends a stored post once to each active cell of its cover, and to the explicit
-    /// `realtime:geo:<geohash>` rooms of the cells containing its point.
-    fn fan_out_post(&self, post: Arc<GeoPost>) {
-        for cell in self
-            .engine
-            .cells
-            .targets(post.point, post.radius_m + COVER_SLACK_M)
-        {
-            if cell.try_send(Fanout(post.clone())).is_err() {
-                m::dropped(DropReason::CellMailboxFull);
-            }
-        }
-        let hash = locus_geo::encode(post.point, GEO_ROOM_LEN_MAX);
-        let payload: Arc<serde_json::value::RawValue> = Arc::from(raw(post.payload(None)));
-        for len in 1..=GEO_ROOM_LEN_MAX {
-            let topic = format!("{GEO_TOPIC_PREFIX}{}", &hash[..len]);
-            if self.engine.rooms.get(&topic).is_none() {
-                continue;
-            }
-            let publication = Publication {
-                topic: Arc::from(topic),
-                event: "geo_message".into(),
-                body: Body::Event(payload.clone()),
-                sender: None,
-                accepted_at: post.accepted_at,
-                durable: None,
-            };
-            let _ = self.engine.broker.publish(publication);
-        }
-    }
+/// The topic of the nearby subscription, for the access check.
+fn nearby_topic() -> Topic {
+    Topic::parse(NEARBY_TOPIC, NEARBY_TOPIC.len()).expect("realtime:nearby is a valid topic")
 }
