@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use locus_storage::{AnyStore, Appended, NewPublication, RecordError, Storage, StoreError};
+use tokio::sync::oneshot;
 
 use crate::config::StorageLimits;
 use crate::metrics as m;
@@ -71,10 +72,21 @@ impl<S: BatchSink> BatchWriter<S> {
     }
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
+        self.flush_then(ctx, None);
+    }
+
+    /// Writes the batch; with `stop`, stops once it is completed (or at once when there is
+    /// nothing to write) and fires `stop`. The stop rides on the write's own future: actix polls
+    /// the most recent `wait` first, so a second `wait` would run before the write.
+    fn flush_then(&mut self, ctx: &mut Context<Self>, stop: Option<oneshot::Sender<()>>) {
         if let Some(t) = self.flush_timer.take() {
             ctx.cancel_future(t);
         }
         if self.records.is_empty() {
+            if let Some(done) = stop {
+                ctx.stop();
+                let _ = done.send(());
+            }
             return;
         }
         let records = std::mem::take(&mut self.records);
@@ -90,8 +102,12 @@ impl<S: BatchSink> BatchWriter<S> {
         ctx.wait(
             write
                 .into_actor(self)
-                .map(move |(records, results), act, _| {
-                    act.sink.complete(records, tickets, results)
+                .map(move |(records, results), act, ctx| {
+                    act.sink.complete(records, tickets, results);
+                    if let Some(done) = stop {
+                        ctx.stop();
+                        let _ = done.send(());
+                    }
                 }),
         );
     }
@@ -118,19 +134,13 @@ impl<S: BatchSink> Actor for BatchWriter<S> {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Stop {
-    pub done: tokio::sync::oneshot::Sender<()>,
+    pub done: oneshot::Sender<()>,
 }
 
 impl<S: BatchSink> BatchWriter<S> {
-    /// Flushes, and stops once the flush (a `wait`ed future, so it runs first) completed.
+    /// Writes what is buffered, and stops once that batch is completed.
     pub fn stop_after_flush(&mut self, Stop { done }: Stop, ctx: &mut Context<Self>) {
-        self.flush(ctx);
-        ctx.wait(
-            fut::ready(()).map(move |(), _act, ctx: &mut Context<Self>| {
-                ctx.stop();
-                let _ = done.send(());
-            }),
-        );
+        self.flush_then(ctx, Some(done));
     }
 }
 

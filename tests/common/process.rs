@@ -40,6 +40,25 @@ impl LocusProcess {
     }
 }
 
+impl LocusProcess {
+    /// SIGTERM, then waits (at most `wait`) for the process to exit; `Some(true)` when it
+    /// exited with success, `None` when it was still running (it is then killed).
+    pub fn terminate(&mut self, wait: Duration) -> Option<bool> {
+        let pid = self.0.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            if let Some(status) = self.0.try_wait().expect("wait on locus") {
+                return Some(status.success());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        None
+    }
+}
+
 impl Drop for LocusProcess {
     fn drop(&mut self) {
         self.kill();
