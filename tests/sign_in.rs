@@ -10,7 +10,7 @@ use locus::sign_in::evm::eip191_digest;
 use serde_json::{json, Value};
 
 const SECRET: &str = "locus-sign-in-test-secret-0123456789";
-/// Anvil's account #0 (domain.md §4.4).
+/// Anvil's account #0 (the key of viem's signMessage example).
 const ANVIL_0_KEY: &str = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 const ANVIL_0: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
 
@@ -154,7 +154,7 @@ async fn without_a_secret_sign_in_answers_503() {
     assert!(body.contains("SignInDisabled"));
 }
 
-/// domain.md §4.1 V2: the Telegram docs' initData (valid first-party with this token and
+/// The Telegram docs' example initData (valid first-party with this token and
 /// third-party with this bot id; from 2024, so only a very wide window accepts it).
 const TG_V2_TOKEN: &str = "7342037359:AAHI25ES9xCOMPokpYoz-p8XVrZUdygo2J4";
 const TG_V2: &str = "user=%7B%22id%22%3A279058397%2C%22first_name%22%3A%22Vladislav%20%2B%20-%20%3F%20%5C%2F%22%2C%22last_name%22%3A%22Kibenko%22%2C%22username%22%3A%22vdkfrost%22%2C%22language_code%22%3A%22ru%22%2C%22is_premium%22%3Atrue%2C%22allows_write_to_pm%22%3Atrue%2C%22photo_url%22%3A%22https%3A%5C%2F%5C%2Ft.me%5C%2Fi%5C%2Fuserpic%5C%2F320%5C%2F4FPEE4tmP3ATHa57u6MqTDih13LTOiMoKoLDRG4PnSA.svg%22%7D&chat_instance=8134722200314281151&chat_type=private&auth_date=1733509682&signature=TYJxVcisqbWjtodPepiJ6ghziUL94-KNpG8Pau-X7oNNLNBM72APCpi_RKiUlBvcqo5L-LAxIc3dnTzcZX_PDg&hash=a433d8f9847bd6addcc563bff7cc82c89e97ea0d90c11fe5729cae6796a36d73";
@@ -254,7 +254,7 @@ async fn telegram_init_data_signs_in_once() {
     );
 }
 
-/// The wallet of domain.md §4.3 (ton4j's v3 wallet): its seed, address and state init as the
+/// ton4j's v3 wallet of the TON Connect test vector: its seed, address and state init as the
 /// wallet sends it (standard base64 BOC).
 const TON_SEED: &str = "f182111193f30d79d517f2339a1ba7c25fdf6c52142f0f2c1d960a1f1d65e1e4";
 const TON_ADDRESS: &str = "0:2d29bfa071c8c62fa3398b661a842e60f04cb8a915fb3e749ef7c6c41343e16c";

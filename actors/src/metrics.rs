@@ -326,3 +326,140 @@ pub const UNKNOWN_PROVIDER_LABEL: &str = "unknown";
 pub fn webhook(provider: &str, outcome: &'static str) {
     counter!(WEBHOOKS, "provider" => provider.to_owned(), "outcome" => outcome).increment(1);
 }
+
+/// Every metric name this crate declares, for the docs and HELP checks (the server adds its
+/// own process metrics). A `pub const …: &str = "locus_…"` above must be listed here: the test
+/// below reads this file to make sure.
+pub const ALL: &[&str] = &[
+    CONNECTIONS,
+    CONNECTIONS_OPENED,
+    JOINS,
+    ROOMS,
+    MESSAGES_IN,
+    MESSAGES_OUT,
+    MESSAGES_DROPPED,
+    OUTBOUND_QUEUE_BYTES,
+    FANOUT_LATENCY,
+    FANOUT_RECIPIENTS,
+    DISCONNECTS,
+    PROTOCOL_ERRORS,
+    RATE_LIMITED,
+    AUTH_FAILURES,
+    STORAGE_BATCH_ROWS,
+    STORAGE_COMMIT_LATENCY,
+    STORAGE_RETRIES,
+    STORAGE_FAILURES,
+    STORAGE_QUEUE_DEPTH,
+    STORAGE_REFUSED,
+    RECOVERIES,
+    HISTORY_WINDOW_BYTES,
+    HISTORY_WINDOW_EVICTIONS,
+    CELLS,
+    CELL_MEMBERS,
+    BEACONS,
+    GEO_FANOUT_LATENCY,
+    GEO_FANOUT_CAPPED,
+    JOBS_CREATED,
+    JOBS_FINISHED,
+    JOBS_LIVE,
+    JOB_ATTEMPTS,
+    JOB_WRITE_FAILURES,
+    PROVIDER_CALLS,
+    BREAKER_STATE,
+    BREAKER_TRANSITIONS,
+    WEBHOOKS,
+];
+
+impl DropReason {
+    /// Every reason, for the docs check (the test below keeps it complete).
+    pub const ALL: &'static [DropReason] = &[
+        DropReason::SlowConsumer,
+        DropReason::RoomMailboxFull,
+        DropReason::RecipientClosed,
+        DropReason::BinaryToJsonMember,
+        DropReason::TypingThrottled,
+        DropReason::CellMailboxFull,
+    ];
+}
+
+impl WindowEviction {
+    /// Every reason, for the docs check (the test below keeps it complete).
+    pub const ALL: &'static [WindowEviction] = &[
+        WindowEviction::TopicSize,
+        WindowEviction::TopicBytes,
+        WindowEviction::WindowBytes,
+        WindowEviction::TopicsMax,
+        WindowEviction::EpochChanged,
+    ];
+}
+
+impl GeoCap {
+    /// Every cap, for the docs check (the test below keeps it complete).
+    pub const ALL: &'static [GeoCap] = &[
+        GeoCap::BeaconCells,
+        GeoCap::PresenceCells,
+        GeoCap::BeaconChecks,
+        GeoCap::PresenceChecks,
+    ];
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    const SOURCE: &str = include_str!("metrics.rs");
+
+    /// The metric names declared in this file as `pub const NAME: &str = "locus_…";`.
+    fn declared_names() -> BTreeSet<&'static str> {
+        SOURCE
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("pub const ") && l.contains(": &str = \"locus_"))
+            .filter_map(|l| l.split('"').nth(1))
+            .collect()
+    }
+
+    /// The variants of `pub enum <name>` in this file, in order.
+    fn variants(name: &str) -> Vec<&'static str> {
+        let start = SOURCE
+            .find(&format!("pub enum {name} {{"))
+            .expect("the enum is here");
+        SOURCE[start..]
+            .lines()
+            .skip(1)
+            .take_while(|l| l.trim() != "}")
+            .map(str::trim)
+            .filter(|l| !l.starts_with("//") && !l.starts_with('#'))
+            .filter_map(|l| l.strip_suffix(','))
+            .collect()
+    }
+
+    /// `ALL` lists every metric name this file declares, once each.
+    #[test]
+    fn all_lists_every_declared_metric_once() {
+        let listed: BTreeSet<&str> = super::ALL.iter().copied().collect();
+        assert_eq!(listed.len(), super::ALL.len(), "a name is listed twice");
+        let declared = declared_names();
+        assert!(declared.len() > 30, "the scan found {declared:?}");
+        let unlisted: Vec<_> = declared.difference(&listed).collect();
+        let undeclared: Vec<_> = listed.difference(&declared).collect();
+        assert!(
+            unlisted.is_empty() && undeclared.is_empty(),
+            "declared but not in ALL: {unlisted:?}; in ALL but not declared: {undeclared:?}"
+        );
+    }
+
+    /// Each reason enum's `ALL` holds every variant, so the docs check sees every label.
+    #[test]
+    fn every_label_enum_lists_all_its_variants() {
+        fn names<T: std::fmt::Debug>(all: &[T]) -> Vec<String> {
+            all.iter().map(|v| format!("{v:?}")).collect()
+        }
+        assert_eq!(names(super::DropReason::ALL), variants("DropReason"));
+        assert_eq!(
+            names(super::WindowEviction::ALL),
+            variants("WindowEviction")
+        );
+        assert_eq!(names(super::GeoCap::ALL), variants("GeoCap"));
+    }
+}

@@ -14,7 +14,8 @@ use crate::{Point, EARTH_RADIUS_M};
 const BBOX_SLACK_DEG: f64 = 1e-9;
 
 /// The longest cell length whose height and width at `lat` are both at least `radius_m`
-/// (domain.md §1.5 rule 2); 1 when even the largest cells are smaller.
+/// (then the 3×3 block around a point's cell covers its circle); 1 when even the largest cells
+/// are smaller.
 pub fn precision_for_radius(lat: f64, radius_m: f64) -> usize {
     let m_per_deg = EARTH_RADIUS_M * std::f64::consts::PI / 180.0;
     let cos_lat = lat.to_radians().cos().max(0.0);

@@ -1,4 +1,4 @@
-//! The jobs API (API.md §5): `POST /api/jobs` (with `Idempotency-Key`), `GET /api/jobs/<id>`,
+//! The jobs API (docs/API.md, "AI jobs"): `POST /api/jobs` (with `Idempotency-Key`), `GET /api/jobs/<id>`,
 //! `GET /api/jobs?status=&limit=`, `POST /api/jobs/<id>/cancel`, and provider webhooks at
 //! `POST /api/webhooks/<provider>`. Job errors become HTTP errors here, and only here.
 

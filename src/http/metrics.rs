@@ -6,6 +6,8 @@ use crate::AppState;
 
 pub const PROCESS_RSS: &str = "locus_process_resident_memory_bytes";
 pub const PROCESS_CPU: &str = "locus_process_cpu_seconds_total";
+/// The metric names this module declares (the actors crate declares the rest).
+pub const ALL: &[&str] = &[PROCESS_RSS, PROCESS_CPU];
 
 /// Clock ticks per second of `/proc/<pid>/stat` times: USER_HZ, 100 on every Linux ABI Locus
 /// targets (it is fixed by the kernel ABI, unlike CONFIG_HZ).

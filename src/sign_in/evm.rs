@@ -116,7 +116,7 @@ pub fn parse_message(message: &str) -> Result<SignInMessage, EvmError> {
 mod tests {
     use super::*;
 
-    // domain.md §4.4, verified there: viem's Anvil account #0 signing "hello world".
+    // viem's signMessage example: Anvil's account #0 signing "hello world" (EIP-191).
     const VIEM_SIG: &str = "0xa461f509887bd19e312c0c58467ce8ff8e300d3c1a90b608a760c5b80318eaf15fe57c96f9175d6cd4daad4663763baa7e78836e067d0163e9a2ccf2ff753f5b1b";
     const ANVIL_0: &str = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266";
 

@@ -1,7 +1,7 @@
 //! Telegram Mini App sign-in: `initData` validated first-party (HMAC-SHA256 with a bot token)
 //! or third-party (Ed25519 with Telegram's public key and the bot id), then checked for
-//! freshness, and named by a replay key so it signs in once. Pure functions; domain.md
-//! §4.1–4.2 has the algorithm and the vectors.
+//! freshness, and named by a replay key so it signs in once. Pure functions; the algorithms
+//! are Telegram's ("Validating data received via the Mini App" in its Mini Apps docs).
 
 use base64::Engine;
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};

@@ -1,6 +1,6 @@
 //! TON Connect sign-in: the `ton_proof` signature, and the wallet's public key taken from its
-//! `walletStateInit`, which must hash to the address it claims. Pure functions; domain.md §4.3
-//! has the layout and the vector.
+//! `walletStateInit`, which must hash to the address it claims. Pure functions; the layout is
+//! TON Connect's `ton_proof` spec, and the test vector takes its inputs from ton4j's tests.
 //!
 //! The state init arrives as a bag of cells (BOC) from an unauthenticated client, so parsing
 //! is bounded: at most [`BOC_CELLS_MAX`] cells of at most [`CELL_REFS_MAX`] references each,
@@ -466,12 +466,12 @@ pub(crate) mod tests {
     use super::*;
     use std::time::Duration;
 
-    /// ton4j's wallet v3 for the domain.md §4.3 key: code and data bits, and its address.
+    /// ton4j's wallet v3 for the test vector's key: code and data bits, and its address.
     pub const CODE_HEX: &str = "FF0020DD2082014C97BA218201339CBAB19F71B0ED44D0D31FD31F31D70BFFE304E0A4F2608308D71820D31FD31FD31FF82313BBF263ED44D0D31FD31FD3FFD15132BAF2A15144BAF2A204F901541055F910F2A3F8009320D74A96D307D402FB00E8D101A4C8CB1FCB1FCBFFC9ED54";
     pub const DATA_HEX: &str =
         "000000000000002A82A0B2543D06FEC0AAC952E9EC738BE56AB1B6027FC0C1AA817AE14B4D1ED2FB";
     pub const ADDRESS: &str = "0:2d29bfa071c8c62fa3398b661a842e60f04cb8a915fb3e749ef7c6c41343e16c";
-    /// domain.md §4.3: the seed of the vector's key.
+    /// The seed of the vector's key (ton4j's TON Connect test).
     const SEED: &str = "f182111193f30d79d517f2339a1ba7c25fdf6c52142f0f2c1d960a1f1d65e1e4";
     const SIGNATURE: &str =
         "6Kmob2QSCp6k+NbAxckvloe3cIDpMC4xbImuRCuPBcNAlFk3UhMt+F62DNfisRLbe9CmAu16jIURXjZOuuOTDQ==";

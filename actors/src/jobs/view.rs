@@ -1,5 +1,5 @@
 //! The JSON shapes of a job: the API's full object and the `job` event's summary
-//! (`{"id","status","progress","output"?,"error"?}`, API.md §5).
+//! (`{"id","status","progress","output"?,"error"?}`, docs/API.md "AI jobs").
 
 use locus_storage::time::rfc3339_ms;
 use locus_storage::JobRecord;
