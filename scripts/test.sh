@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one test command: installs what the tests need when it is missing (Node for the
 # realtime-js compatibility test, PostgreSQL for the storage suite), then runs formatting,
-# clippy with warnings denied, and every test of the workspace.
+# clippy with warnings denied, and every test of the workspace — building the workspace once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,5 +20,12 @@ if [ ! -d tests/compat/node_modules/@supabase/realtime-js ]; then
 fi
 
 cargo fmt --all --check
-cargo clippy --release --workspace --all-targets -- -D warnings
+# One build for lints and tests: clippy-driver compiles the workspace's own crates as the
+# compiler wrapper (the lints with warnings denied, then full code generation), so the tests run
+# on those artifacts. `cargo clippy` would check every crate a second time first (~2.5 min
+# here). CLIPPY_ARGS is how cargo-clippy itself hands clippy-driver its arguments.
+RUSTC_WORKSPACE_WRAPPER="$(rustup which clippy-driver 2>/dev/null || command -v clippy-driver)"
+export RUSTC_WORKSPACE_WRAPPER
+export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
+cargo test --release --workspace --all-targets --no-run
 cargo test --release --workspace

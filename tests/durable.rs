@@ -376,7 +376,7 @@ async fn a_batch_with_rows_postgres_refuses_commits_the_other_rows() {
         .await
         .unwrap();
     let limits = locus_actors::config::StorageLimits::default();
-    let health = locus_actors::batch_writer::StorageHealth::default();
+    let health = locus_actors::publish::batch_writer::StorageHealth::default();
     let batch = vec![
         stored_row("a", "k1"),
         stored_row("e\0", "k2"),
@@ -384,7 +384,8 @@ async fn a_batch_with_rows_postgres_refuses_commits_the_other_rows() {
         stored_row("c", &incompressible(3_000)),
         stored_row("d", "k5"),
     ];
-    let results = locus_actors::batch_writer::write_batch(&store, &batch, &limits, &health).await;
+    let results =
+        locus_actors::publish::batch_writer::write_batch(&store, &batch, &limits, &health).await;
     let outcome: Vec<Option<u64>> = results
         .iter()
         .map(|r| r.as_ref().ok().map(|a| a.offset))
@@ -414,7 +415,8 @@ async fn a_batch_with_rows_postgres_refuses_commits_the_other_rows() {
         geo("g2", "nul \0 here"),
         geo("g3", "fine"),
     ];
-    let results = locus_actors::batch_writer::write_batch(&store, &posts, &limits, &health).await;
+    let results =
+        locus_actors::publish::batch_writer::write_batch(&store, &posts, &limits, &health).await;
     let ok: Vec<bool> = results.iter().map(Result::is_ok).collect();
     assert_eq!(ok, vec![true, false, true]);
 }

@@ -20,12 +20,12 @@ use std::time::{Duration, Instant};
 use actix::{Context, Handler};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use locus_actors::broker::{Body, Publication};
+use locus_actors::broker::{Body, Deliver, InProcessBroker, Publication};
 use locus_actors::config::RoomLimits;
-use locus_actors::outbox::{outbox, OutboxReceiver};
-use locus_actors::presence::PresenceState;
-use locus_actors::registry::RoomRegistry;
-use locus_actors::room::{Deliver, Join, Room};
+use locus_actors::connection::outbox::{outbox, OutboxReceiver};
+use locus_actors::room::presence::PresenceState;
+use locus_actors::room::registry::RoomRegistry;
+use locus_actors::room::{Join, Room};
 use locus_actors::{wire::raw, SessionId};
 use locus_protocol::{encode_message, PayloadEncoding, Vsn};
 use serde_json::value::RawValue;
@@ -59,7 +59,8 @@ fn drain(receivers: &mut [OutboxReceiver]) {
 
 /// A room of `MEMBERS` members, member `i` speaking `vsn(i)`, with their join replies drained.
 fn room_of_members(vsn: fn(usize) -> Vsn) -> (Room, Context<Room>, Vec<OutboxReceiver>) {
-    let registry = RoomRegistry::new(RoomLimits::default(), None);
+    let broker = Arc::new(InProcessBroker::default());
+    let registry = RoomRegistry::new(RoomLimits::default(), None, broker);
     let mut room = Room::new(Arc::from(TOPIC), registry, RoomLimits::default());
     let mut ctx = Context::<Room>::new();
     let mut receivers = Vec::with_capacity(MEMBERS);
@@ -114,7 +115,9 @@ fn fan_out(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 let mut timed = Duration::ZERO;
                 for _ in 0..iters {
-                    let deliver = Deliver(publication.clone());
+                    let deliver = Deliver {
+                        publication: publication.clone(),
+                    };
                     let start = Instant::now();
                     <Room as Handler<Deliver>>::handle(&mut room, deliver, &mut ctx);
                     timed += start.elapsed();

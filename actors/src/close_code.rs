@@ -8,7 +8,7 @@
 pub enum CloseCode {
     /// 1000: a normal close (client asked, or a clean shutdown of one socket).
     Normal,
-    /// 1009: a frame larger than `max_frame_bytes`.
+    /// 1009: a frame larger than `session.frame_bytes_max`.
     MessageTooBig,
     /// 4001: the server is shutting down; reconnect elsewhere or later.
     ServerShutdown,
@@ -47,7 +47,7 @@ impl CloseCode {
     pub fn reason(self) -> &'static str {
         match self {
             CloseCode::Normal => "normal close",
-            CloseCode::MessageTooBig => "frame larger than max_frame_bytes",
+            CloseCode::MessageTooBig => "frame larger than session.frame_bytes_max",
             CloseCode::ServerShutdown => "server shutting down",
             CloseCode::HeartbeatTimeout => "no message within client_timeout_ms",
             CloseCode::SlowConsumer => "slow consumer: outbound queue full",

@@ -17,32 +17,26 @@
 //! - [`jobs`]: AI generation jobs: an actor per live job, providers, breakers, webhooks.
 //! - [`topic`]: the topic model (prefixes, kinds, room keys). [`refusal`]: refusal codes.
 //! - [`auth`]: JWT verification and topic policies. [`rate_limit`]: token buckets.
+//! - [`ids`]: process-unique refs and keys.
 //! - [`wire`]: server message shapes (replies, closes, `system`).
 //! - [`close_code`], [`config`], [`metrics`]: close codes, limits, metric names.
 
 pub mod auth;
-pub mod batch_writer;
 pub mod broker;
-pub mod cell;
 pub mod close_code;
 pub mod config;
 pub mod connection;
-pub mod delivery;
 pub mod engine;
-pub mod geo_writer;
-pub mod history;
+pub mod geo;
+pub mod ids;
 pub mod jobs;
 pub mod metrics;
-pub mod presence;
+pub mod publish;
 pub mod rate_limit;
-pub mod recovery;
 pub mod refusal;
-pub mod registry;
 pub mod room;
 pub mod session;
-pub mod storage_writer;
 pub mod topic;
-pub mod typing;
 pub mod wire;
 
 /// Identifies one connection for the lifetime of the engine.

@@ -21,22 +21,22 @@ use actix::prelude::*;
 use dashmap::DashMap;
 use locus_storage::AnyStore;
 
-pub use connect::{ConnectError, ConnectionCaps, ConnectionPermit};
+pub use connect::{anon_name, ConnectError, ConnectionCaps, ConnectionPermit};
 pub use publish::{Author, OnStored, Outgoing, Pending, PublishError, Published};
 pub use reads::{Health, HistoryPage, ReadError};
 
 use crate::auth::{Action, AuthConfig, AuthError, Authenticator, Identity};
 use crate::broker::{Broker, InProcessBroker};
-use crate::cell::CellRegistry;
 use crate::config::{GeoLimits, RoomLimits, SessionLimits, StorageLimits};
 use crate::connection::slots::SlotCounter;
-use crate::delivery::Delivery;
-use crate::geo_writer::{GeoSink, GeoWriter};
-use crate::history::{HistoryCache, WindowLimits};
+use crate::geo::CellRegistry;
+use crate::publish::delivery::Delivery;
+use crate::publish::geo_writer::{GeoSink, GeoWriter};
+use crate::publish::history::{HistoryCache, WindowLimits};
+use crate::publish::writer::{DurableWriters, StorageHealth};
 use crate::rate_limit::{RateLimitConfig, UserLimiter};
 use crate::refusal::Refusal;
-use crate::registry::RoomRegistry;
-use crate::storage_writer::{DurableWriters, StorageHealth};
+use crate::room::registry::RoomRegistry;
 use crate::topic::Topic;
 use crate::SessionId;
 

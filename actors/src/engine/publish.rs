@@ -11,11 +11,11 @@ use tokio::sync::oneshot;
 
 use super::Engine;
 use crate::broker::{BrokerError, Publication};
-use crate::cell::GeoPost;
-use crate::geo_writer::GeoAppend;
-pub use crate::geo_writer::OnStored;
+use crate::geo::GeoPost;
+use crate::publish::geo_writer::GeoAppend;
+pub use crate::publish::geo_writer::OnStored;
+use crate::publish::writer::DurableError;
 use crate::refusal::{Code, Refusal};
-use crate::storage_writer::DurableError;
 
 /// Who published, for the stored record: the user (kept with the row) and the client's id,
 /// which makes a re-send by the same user idempotent.

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use super::{Engine, Shutdown};
-use crate::storage_writer::stop_all;
+use crate::publish::writer::stop_all;
 
 /// How often shutdown checks whether every session has gone.
 const SHUTDOWN_POLL_MS: u64 = 20;

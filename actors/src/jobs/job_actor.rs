@@ -24,7 +24,7 @@ use super::provider::{CreateRequest, Prediction, PredictionStatus, Provider};
 use super::service::{JobShared, ProviderInfo};
 use super::writer::JobWrite;
 use crate::metrics as m;
-use crate::storage_writer::DurableError;
+use crate::publish::writer::DurableError;
 
 /// The provider adapters of this arbiter, by name.
 pub type Adapters = Rc<BTreeMap<String, Rc<dyn Provider>>>;

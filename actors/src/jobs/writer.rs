@@ -5,8 +5,8 @@ use actix::prelude::*;
 use locus_storage::{AnyStore, JobStore, JobUpdate, StoreError};
 use tokio::sync::oneshot;
 
-use crate::batch_writer::{BatchSink, BatchWriter, Batchable};
-use crate::storage_writer::DurableError;
+use crate::publish::batch_writer::{BatchSink, BatchWriter, Batchable};
+use crate::publish::writer::DurableError;
 
 /// Write one job's state; `done` completes after commit.
 #[derive(Message)]

@@ -12,7 +12,7 @@ use super::payloads::{json_payload, JoinPayload};
 use super::{Channel, UserSession};
 use crate::auth::Action;
 use crate::metrics as m;
-use crate::recovery::{prepare_recovery, Wanted};
+use crate::publish::recovery::{prepare_recovery, Wanted};
 use crate::refusal::{Code, Refusal};
 use crate::room::{Join, Leave, Room};
 use crate::topic::Topic;
@@ -55,7 +55,7 @@ impl UserSession {
                 ));
             }
             Some(k) if !k.is_empty() => k,
-            _ => crate::presence::generated_key(),
+            _ => crate::ids::generated_key(),
         };
         if let Some(token) = access_token.filter(|t| !t.is_empty()) {
             self.adopt_token(&token, ctx).map_err(|e| {
@@ -102,7 +102,14 @@ impl UserSession {
         let room_key = key.clone();
         let joining = async move {
             if let Some(wanted) = wanted {
-                join.recovery = Some(prepare_recovery(&engine, &room_key, wanted).await);
+                let durable = engine.is_durable(&room_key).then(|| {
+                    (
+                        engine.store(),
+                        engine.history_window(),
+                        engine.storage_limits(),
+                    )
+                });
+                join.recovery = Some(prepare_recovery(durable, &room_key, wanted).await);
             }
             let rooms = engine.rooms();
             for _ in 0..JOIN_ATTEMPTS_MAX {

@@ -51,6 +51,7 @@ use crate::connection::outbox::{outbox, Outbox};
 use crate::connection::slots::ConnectionSlots;
 use crate::connection::writer::{write_loop, WriterFinished};
 use crate::connection::SocketEvent;
+pub use crate::engine::anon_name;
 use crate::engine::{ConnectionPermit, Engine, Shutdown};
 use crate::metrics as m;
 use crate::rate_limit::ConnectionLimiter;
@@ -59,11 +60,6 @@ use crate::room::Room;
 use crate::topic::{Topic, NEARBY_TOPIC};
 use crate::wire;
 use crate::SessionId;
-
-/// The name of an anonymous connection (and of one opened with a key without `sub`).
-pub fn anon_name(id: SessionId) -> Arc<str> {
-    Arc::from(format!("anon-{id}"))
-}
 
 /// Where a reply to a client frame goes: its refs and topic.
 struct ReplyTo<'a> {

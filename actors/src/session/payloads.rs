@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::recovery::{RecoverConfig, ReplayConfig};
+use crate::publish::recovery::{RecoverConfig, ReplayConfig};
 
 #[derive(Deserialize, Default)]
 #[serde(default)]

@@ -16,12 +16,12 @@ use locus_protocol::PayloadEncoding;
 use locus_storage::{AnyStore, Appended, NewPublication, RecordError, StoreError};
 use tokio::sync::oneshot;
 
-pub use crate::batch_writer::StorageHealth;
-use crate::batch_writer::{BatchSink, BatchWriter, InflightBytes, InflightPermit, Stop};
 use crate::broker::{Body, Publication};
 use crate::config::StorageLimits;
-use crate::delivery::Delivery;
 use crate::metrics as m;
+pub use crate::publish::batch_writer::StorageHealth;
+use crate::publish::batch_writer::{BatchSink, BatchWriter, InflightBytes, InflightPermit, Stop};
+use crate::publish::delivery::Delivery;
 use crate::refusal::{Code, Refusal};
 
 /// Why a durable publication (or geo message) was not stored.
@@ -220,7 +220,7 @@ impl DurableWriters {
         };
         let idem_key = match (&client_id, user_id) {
             (Some(id), user) => format!("u:{}:{id}", user.unwrap_or("")),
-            (None, _) => format!("s:{}", crate::presence::generated_key()),
+            (None, _) => format!("s:{}", crate::ids::generated_key()),
         };
         let record = NewPublication {
             topic: publication.topic.to_string(),

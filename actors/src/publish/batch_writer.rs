@@ -149,13 +149,17 @@ impl<S: BatchSink> BatchWriter<S> {
 #[macro_export]
 macro_rules! stop_handler {
     ($sink:ty) => {
-        impl actix::Handler<$crate::batch_writer::Stop>
-            for $crate::batch_writer::BatchWriter<$sink>
+        impl actix::Handler<$crate::publish::batch_writer::Stop>
+            for $crate::publish::batch_writer::BatchWriter<$sink>
         {
             type Result = ();
 
             /// Writes what is buffered, then stops.
-            fn handle(&mut self, stop: $crate::batch_writer::Stop, ctx: &mut actix::Context<Self>) {
+            fn handle(
+                &mut self,
+                stop: $crate::publish::batch_writer::Stop,
+                ctx: &mut actix::Context<Self>,
+            ) {
                 self.stop_after_flush(stop, ctx);
             }
         }

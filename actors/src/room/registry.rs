@@ -11,8 +11,8 @@ use dashmap::DashMap;
 
 use crate::broker::Broker;
 use crate::config::RoomLimits;
-use crate::history::HistoryCache;
 use crate::metrics as m;
+use crate::publish::history::HistoryCache;
 use crate::room::Room;
 
 /// Room key (see [`crate::topic::Topic::room_key`]) → room actor. A running room is subscribed

@@ -7,7 +7,6 @@
 //! leave+join flicker (realtime-js replaces metas by `phx_ref`).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -111,25 +110,6 @@ pub struct PresenceState {
     state_bytes: usize,
 }
 
-/// A fresh `phx_ref`, unique within this process (the node prefix keeps refs from different
-/// restarts apart in clients that survived the restart).
-fn next_phx_ref() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    static NODE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let node = NODE.get_or_init(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(0)
-    });
-    format!("{node:x}-{:x}", COUNTER.fetch_add(1, Ordering::Relaxed))
-}
-
-/// A presence key for a member whose client did not choose one (Supabase generates a UUID).
-pub fn generated_key() -> String {
-    format!("anon-{}", next_phx_ref())
-}
-
 impl PresenceState {
     /// Tracks `session` under `key` with `fields`; an existing meta of the session is updated in
     /// place, keeping its `phx_ref`.
@@ -186,7 +166,7 @@ impl PresenceState {
                     session,
                     cost_bytes,
                     fields,
-                    phx_ref: next_phx_ref(),
+                    phx_ref: crate::ids::next_phx_ref(),
                 };
                 metas.push(meta.clone());
                 self.metas += 1;

@@ -12,9 +12,9 @@
 use std::sync::Arc;
 
 use crate::broker::{Body, Broker, BrokerError, Durable, Publication};
-use crate::cell::{CellRegistry, Fanout, GeoPost};
-use crate::history::{CachedPublication, HistoryCache};
+use crate::geo::{CellRegistry, Fanout, GeoPost};
 use crate::metrics::{self as m, DropReason};
+use crate::publish::history::{CachedPublication, HistoryCache};
 use crate::topic::{Topic, GEO_ROOM_LEN_MAX};
 use crate::wire::raw;
 

@@ -13,10 +13,10 @@ use actix::prelude::*;
 use locus_storage::{GeoAppended, NewGeoMessage, StoreError};
 use tokio::sync::oneshot;
 
-use crate::batch_writer::{BatchSink, BatchWriter};
-use crate::cell::GeoPost;
-use crate::delivery::Delivery;
-use crate::storage_writer::DurableError;
+use crate::geo::GeoPost;
+use crate::publish::batch_writer::{BatchSink, BatchWriter};
+use crate::publish::delivery::Delivery;
+use crate::publish::writer::DurableError;
 
 /// Completion of one post.
 pub type GeoCompletion = oneshot::Sender<Result<GeoAppended, DurableError>>;

@@ -1,4 +1,5 @@
-//! The room actor: one per topic. Owns the topic's members, presence and typing state, and fans
+//! The room actor: one per topic (with [`registry`], the room map, and the pure state of its
+//! [`presence`] and [`typing`]). Owns the topic's members, presence and typing state, and fans
 //! publications out to members.
 //!
 //! Takes [`Join`], [`Leave`], [`Deliver`], [`PresenceUpdate`], [`TypingUpdate`]. Emits to
@@ -9,6 +10,10 @@
 //! outbox is full is dropped from the room on the spot (its session closes it with 4008).
 //! The mailbox holds `room.mailbox_capacity` messages; publishers use `try_send` and get
 //! `RoomBusy` when it is full. The room stops when its last member leaves.
+
+pub mod presence;
+pub mod registry;
+pub mod typing;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,11 +26,12 @@ use serde_json::{Map, Value};
 use crate::broker::{Body, Deliver, Durable, Publication};
 use crate::config::RoomLimits;
 use crate::connection::outbox::{Outbox, PushError};
-use crate::history::{CachedPublication, Coverage};
 use crate::metrics::{self as m, DropReason};
-use crate::presence::{PresenceBounds, PresenceDiff, PresenceState};
-use crate::registry::RoomRegistry;
-use crate::typing::{TypingOutcome, TypingState};
+use crate::publish::history::{CachedPublication, Coverage};
+pub use crate::publish::recovery::Recovery;
+use crate::room::presence::{PresenceBounds, PresenceDiff, PresenceState};
+use crate::room::registry::RoomRegistry;
+use crate::room::typing::{TypingOutcome, TypingState};
 use crate::wire::{self, raw};
 use crate::SessionId;
 
@@ -134,21 +140,6 @@ pub struct Join {
     pub presence_key: String,
     /// Missed publications to send after the join reply (`config.recover`, `broadcast.replay`).
     pub recovery: Option<Recovery>,
-}
-
-/// What a joining member missed, as prepared by its session (which read the database when the
-/// in-memory window did not cover the gap).
-#[derive(Clone, Debug)]
-pub struct Recovery {
-    /// `false`: the gap cannot be filled (epoch changed, too old, too large).
-    pub possible: bool,
-    /// The topic's epoch, when known.
-    pub epoch: Option<Arc<str>>,
-    /// The client's last offset; entries are after it, oldest first.
-    pub after_offset: u64,
-    pub entries: Vec<Arc<CachedPublication>>,
-    /// A `broadcast.replay` (entries marked `meta.replayed`, reply without `recovered`).
-    pub replay: bool,
 }
 
 /// Removes a session from the room (a `phx_leave`, a rejoin or a disconnect).

@@ -10,15 +10,13 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use locus_storage::{Storage, TopicMeta};
+use locus_storage::{AnyStore, Storage, TopicMeta};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::broker::Body;
 use crate::config::StorageLimits;
-use crate::engine::Engine;
-use crate::history::{CachedPublication, Coverage, HistoryCache};
-use crate::room::Recovery;
+use crate::publish::history::{CachedPublication, Coverage, HistoryCache};
 use crate::wire::raw;
 
 /// `config.recover`: the last publication the client saw.
@@ -66,16 +64,34 @@ fn cached(p: locus_storage::Stored) -> Arc<CachedPublication> {
     })
 }
 
+/// What a joining member missed, as prepared by its session (which read the database when the
+/// in-memory window did not cover the gap).
+#[derive(Clone, Debug)]
+pub struct Recovery {
+    /// `false`: the gap cannot be filled (epoch changed, too old, too large).
+    pub possible: bool,
+    /// The topic's epoch, when known.
+    pub epoch: Option<Arc<str>>,
+    /// The client's last offset; entries are after it, oldest first.
+    pub after_offset: u64,
+    pub entries: Vec<Arc<CachedPublication>>,
+    /// A `broadcast.replay` (entries marked `meta.replayed`, reply without `recovered`).
+    pub replay: bool,
+}
+
 /// Reads what a joining client missed: from the history window when it covers the gap, else
 /// from the database. The room adds what was committed after this read.
-pub(crate) async fn prepare_recovery(engine: &Engine, topic: &str, wanted: Wanted) -> Recovery {
-    if !engine.is_durable(topic) {
+pub(crate) async fn prepare_recovery(
+    durable: Option<(&AnyStore, &HistoryCache, &StorageLimits)>,
+    topic: &str,
+    wanted: Wanted,
+) -> Recovery {
+    let Some((store, window, limits)) = durable else {
         // Only durable topics have a history.
         return not_possible(matches!(wanted, Wanted::Replay(_)));
-    }
-    let (store, limits) = (engine.store(), engine.storage_limits());
+    };
     match wanted {
-        Wanted::Recover(r) => recover(store, engine.history_window(), limits, topic, r).await,
+        Wanted::Recover(r) => recover(store, window, limits, topic, r).await,
         Wanted::Replay(r) => replay(store, limits, topic, r).await,
     }
 }
@@ -214,7 +230,7 @@ mod tests {
         NewPublication, StoreError,
     };
 
-    use crate::history::WindowLimits;
+    use crate::publish::history::WindowLimits;
 
     const TOPIC: &str = "realtime:room:r";
 
