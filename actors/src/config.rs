@@ -1,6 +1,9 @@
 //! Limits of sessions and rooms, as they appear under `[session]` and `[room]` in config.toml.
 //!
 //! Each field states its unit in its name and its default in its doc.
+//!
+//! Over 400 lines: one struct per config section with a `///` line per key (unit and default) and
+//! its cross-limit checks; splitting would scatter the one place the limits are documented.
 
 use serde::Deserialize;
 

@@ -30,6 +30,8 @@ pub mod engine;
 pub mod geo;
 pub mod ids;
 pub mod jobs;
+#[cfg(test)]
+mod layout;
 pub mod metrics;
 pub mod publish;
 pub mod rate_limit;

@@ -16,6 +16,9 @@
 //! Limits: a beacon travels as far as the widest live subscription ([`ReachGuard`]), to at most
 //! `geo.beacon_cells_max` cells, nearest first; a cell checks at most `geo.cell_checks_max`
 //! member distances per beacon batch or presence list, rotating over its members.
+//!
+//! Over 400 lines: one actor with six handlers (enter, leave, move, fan-out, beacons, nearby
+//! members) and the beacon flush; the registry and its tests are in registry.rs.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -158,7 +161,7 @@ impl Cell {
     }
 
     fn coarse(&self, p: Point) -> Point {
-        coarse(&self.registry.limits(), p)
+        coarse(self.registry.limits(), p)
     }
 }
 
@@ -353,7 +356,7 @@ impl Handler<Beacons> for Cell {
     /// Delivers each beacon to the members (other than its sender) whose radius holds it, as
     /// each may see it; at most `geo.cell_checks_max` member-beacon checks.
     fn handle(&mut self, Beacons(beacons): Beacons, _: &mut Self::Context) {
-        let limits = &self.registry.limits();
+        let limits = self.registry.limits();
         let (now, ttl) = (Instant::now(), Duration::from_millis(limits.beacon_ttl_ms));
         let members_max = (limits.cell_checks_max / beacons.len().max(1)).max(1);
         let (members, capped) = window(&self.members, &mut self.scan_cursor, members_max, |m| {
@@ -396,7 +399,7 @@ impl Handler<NearbyMembers> for Cell {
 
     /// Checks at most `geo.cell_checks_max` members; answers the closest `limit` in range.
     fn handle(&mut self, msg: NearbyMembers, _: &mut Self::Context) -> Self::Result {
-        let limits = &self.registry.limits();
+        let limits = self.registry.limits();
         let (now, ttl) = (Instant::now(), Duration::from_millis(limits.beacon_ttl_ms));
         let (members, capped) = window(
             &self.members,

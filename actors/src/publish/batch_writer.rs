@@ -14,6 +14,9 @@
 //! refuses a row is split in halves, down to the refused rows: only their publishers get the
 //! error, the other rows commit, in order. Nothing is completed before its commit; on stop,
 //! what is buffered is written first.
+//!
+//! Over 400 lines: the batching actor, its byte budget and the retry/split write path are one
+//! mechanism; the rest is its tests.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -10,6 +10,9 @@
 //! outbox is full is dropped from the room on the spot (its session closes it with 4008).
 //! The mailbox holds `room.mailbox_capacity` messages; publishers use `try_send` and get
 //! `RoomBusy` when it is full. The room stops when its last member leaves.
+//!
+//! Over 400 lines: one actor with its five handlers and the fan-out loop; its pure state is in
+//! presence.rs and typing.rs, and the tests are the room's own.
 
 pub mod presence;
 pub mod registry;
@@ -20,19 +23,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use locus_protocol::{encode_message, encode_user_broadcast, OutFrame, PayloadEncoding, Vsn};
+use locus_protocol::{encode_message, OutFrame, Vsn};
 use serde_json::{Map, Value};
 
-use crate::broker::{Body, Deliver, Durable, Publication};
+use crate::broker::{Deliver, Durable, Publication};
 use crate::config::RoomLimits;
 use crate::connection::outbox::{Outbox, PushError};
 use crate::metrics::{self as m, DropReason};
 use crate::publish::history::{CachedPublication, Coverage};
 pub use crate::publish::recovery::Recovery;
+use crate::refusal::{Code, Refusal};
 use crate::room::presence::{PresenceBounds, PresenceDiff, PresenceState};
 use crate::room::registry::RoomRegistry;
 use crate::room::typing::{TypingOutcome, TypingState};
-use crate::wire::{self, raw};
+use crate::wire::{self, encode_broadcast, raw};
 use crate::SessionId;
 
 /// Room for the join reply beside `presence_state` when checking that a joiner's queue can take
@@ -40,10 +44,12 @@ use crate::SessionId;
 const REPLY_BYTES_MAX: usize = 1024;
 
 /// The refusal of a join or first track whose `presence_state` does not fit the member's queue.
-const PRESENCE_STATE_TOO_LARGE: (&str, &str) = (
-    "PresenceStateTooLarge",
-    "this room's presence state does not fit the connection's outbound queue; join with presence disabled",
-);
+fn presence_state_too_large() -> Refusal {
+    Refusal::new(
+        Code::PresenceStateTooLarge,
+        "this room's presence state does not fit the connection's outbound queue; join with presence disabled",
+    )
+}
 
 /// One joined session.
 struct Member {
@@ -182,15 +188,15 @@ impl Handler<Join> for Room {
         let state = if msg.presence_enabled {
             let Some(frame) = self.presence_state_frame(msg.vsn, jr, &msg.outbox) else {
                 m::join("presence_state_too_large");
-                let (code, message) = PRESENCE_STATE_TOO_LARGE;
+                let refusal = presence_state_too_large();
                 let r = msg.msg_ref.as_deref();
                 let _ = msg.outbox.push(wire::reply_error(
                     msg.vsn,
                     jr,
                     r,
                     &self.topic,
-                    code,
-                    message,
+                    refusal.code.as_str(),
+                    &refusal.detail,
                 ));
                 return false;
             };
@@ -349,14 +355,22 @@ impl Handler<PresenceUpdate> for Room {
             member.presence_key.clone(),
         );
         let outbox = member.outbox.clone();
-        let refuse = |code: &'static str, message: &str| {
+        let refuse = |refusal: Refusal| {
+            let code = refusal.code.as_str();
             m::protocol_error(code);
             let (jr, r) = (jr.as_deref(), msg.msg_ref.as_deref());
-            let _ = outbox.push(wire::reply_error(vsn, jr, r, &self.topic, code, message));
+            let _ = outbox.push(wire::reply_error(
+                vsn,
+                jr,
+                r,
+                &self.topic,
+                code,
+                &refusal.detail,
+            ));
         };
         let state_before = if first_enable {
             let Some(frame) = self.presence_state_frame(vsn, jr.as_deref(), &outbox) else {
-                return refuse(PRESENCE_STATE_TOO_LARGE.0, PRESENCE_STATE_TOO_LARGE.1);
+                return refuse(presence_state_too_large());
             };
             Some(frame)
         } else {
@@ -369,7 +383,7 @@ impl Handler<PresenceUpdate> for Room {
         };
         let diff = match diff {
             Ok(diff) => diff,
-            Err(full) => return refuse("PresenceLimitReached", &full.to_string()),
+            Err(full) => return refuse(Refusal::new(Code::PresenceLimitReached, full.to_string())),
         };
         if let Some(member) = self.members.get_mut(&msg.session) {
             member.presence_enabled |= first_enable;
@@ -412,7 +426,7 @@ impl Handler<TypingUpdate> for Room {
 
 impl Room {
     /// The `presence_state` frame for a member, or `None` when it would not fit what is left of
-    /// the member's queue beside a reply: the caller refuses with [`PRESENCE_STATE_TOO_LARGE`]
+    /// the member's queue beside a reply: the caller refuses with [`presence_state_too_large`]
     /// rather than shed the member as a slow consumer.
     fn presence_state_frame(
         &self,
@@ -553,62 +567,6 @@ impl Room {
             }
             room.schedule_typing_expiry(ctx);
         }));
-    }
-}
-
-/// Encodes a user broadcast for one protocol version, with the durable `meta` when given.
-///
-/// vsn 1.0.0 gets `{"type":"broadcast","event","payload","meta"?}` in a JSON frame; an opaque
-/// binary payload cannot be expressed there and yields `None`. vsn 2.0.0 gets the binary type-4
-/// frame (meta in its metadata field) when the publication came in binary, and the JSON array
-/// frame otherwise.
-pub fn encode_broadcast(
-    vsn: Vsn,
-    topic: &str,
-    event: &str,
-    body: &Body,
-    meta: Option<&str>,
-) -> Option<OutFrame> {
-    let json_payload = |payload: &str| {
-        let mut s =
-            String::with_capacity(64 + event.len() + payload.len() + meta.map_or(0, str::len));
-        s.push_str(r#"{"type":"broadcast","event":"#);
-        s.push_str(&serde_json::to_string(event).expect("string serializes"));
-        s.push_str(r#","payload":"#);
-        s.push_str(payload);
-        if let Some(meta) = meta {
-            s.push_str(r#","meta":"#);
-            s.push_str(meta);
-        }
-        s.push('}');
-        encode_message(vsn, None, None, topic, "broadcast", &raw(s))
-    };
-    match (vsn, body) {
-        (_, Body::Event(payload)) => Some(encode_message(vsn, None, None, topic, event, payload)),
-        (_, Body::Json(payload)) => Some(json_payload(payload.get())),
-        (Vsn::V2, Body::Binary { encoding, data }) => {
-            let metadata = meta.unwrap_or("").as_bytes();
-            encode_user_broadcast(topic, event, metadata, *encoding, data).or_else(
-                || match encoding {
-                    PayloadEncoding::Json => std::str::from_utf8(data).ok().map(json_payload),
-                    PayloadEncoding::Binary => None,
-                },
-            )
-        }
-        (
-            Vsn::V1,
-            Body::Binary {
-                encoding: PayloadEncoding::Json,
-                data,
-            },
-        ) => std::str::from_utf8(data).ok().map(json_payload),
-        (
-            Vsn::V1,
-            Body::Binary {
-                encoding: PayloadEncoding::Binary,
-                ..
-            },
-        ) => None,
     }
 }
 

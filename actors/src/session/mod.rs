@@ -26,6 +26,9 @@
 //! [`Engine::authorize`]. Client frames are handled one at a time in arrival order; a join
 //! waits for its room (the socket is not read meanwhile, which is the backpressure on a client
 //! that joins in a loop).
+//!
+//! Over 400 lines: the actor's lifecycle and its one guard chain (dispatch → admit → route) belong
+//! together; every action lives in its own file beside it.
 
 mod channels;
 mod nearby;
@@ -295,6 +298,7 @@ impl UserSession {
     /// Tells the client why its push was refused, and counts it.
     fn refused(&self, to: &ReplyTo<'_>, refusal: &Refusal) {
         m::protocol_error(refusal.code.as_str());
+        tracing::debug!(session = self.id, topic = to.topic, code = %refusal.code, detail = %refusal.detail, "refused");
         self.push(wire::reply_error(
             self.vsn,
             to.join_ref,

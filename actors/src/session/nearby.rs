@@ -6,6 +6,9 @@
 //!
 //! Whether the subscriber sees exact or coarse positions is decided at join, from whether its
 //! identity is authenticated then.
+//!
+//! Over 400 lines: join, location (with re-homing), nearby presence and post of one subscription;
+//! the cell side is in geo/.
 
 use std::time::{Duration, Instant};
 

@@ -94,7 +94,7 @@ impl UserSession {
                 topics.push(NEARBY_TOPIC.to_owned());
             }
             for topic in topics {
-                m::auth_failure("InvalidJWTExpiration");
+                m::auth_failure(crate::refusal::Code::InvalidJwtExpiration.as_str());
                 act.push(wire::system(act.vsn, &topic, false, "system", &message));
                 act.close_channel(&topic);
             }
