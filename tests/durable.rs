@@ -1,6 +1,9 @@
 //! Durable topics end to end: acknowledgement after commit with offsets, delivery with
 //! `meta`, recovery of exactly the missed publications (from memory and from the database),
 //! refused recoveries, idempotent client ids, replay, and the history API.
+//!
+//! Over 400 lines: one file per feature, each test a scenario (publish, miss, recover); the harness
+//! lives in tests/common.
 
 mod common;
 #[path = "common/pg.rs"]

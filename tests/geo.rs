@@ -3,6 +3,9 @@
 //! are coalesced and scoped to the subscriber's radius, nearby presence, cell rooms, the
 //! stored nearby query, bad coordinates; the beacon reach shrinking when a wide subscriber
 //! leaves, coarse positions for anonymous subscribers, and `location` needing `broadcast`.
+//!
+//! Over 400 lines: one file per feature, each test a whole scenario over real sockets; the harness
+//! lives in tests/common.
 
 mod common;
 

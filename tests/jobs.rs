@@ -1,5 +1,8 @@
 //! AI jobs end to end: real Locus, real WebSocket clients, and scripted Replicate-style
 //! providers on loopback (`common/fake_provider.rs`) that Locus reaches over HTTP.
+//!
+//! Over 400 lines: one file per feature, each test one job's life against a scripted provider; the
+//! kits live in tests/common.
 
 mod common;
 

@@ -1,5 +1,8 @@
 //! The Phoenix / Supabase Realtime protocol over real loopback WebSockets, on both versions:
 //! heartbeats, joins, leaves, broadcast (self, ack, binary), REST broadcast, malformed input.
+//!
+//! Over 400 lines: one file per feature (the wire protocol), each test one exchange over a real
+//! socket; the harness lives in tests/common.
 
 mod common;
 

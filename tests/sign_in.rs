@@ -1,6 +1,9 @@
 //! Wallet sign-in over real HTTP: a nonce, a signed SIWE-style message, a Locus JWT that opens
 //! the user's personal topic; replays, foreign domains, forged signatures and floods refused,
 //! and hostile inputs (a state init of shared cells, a full nonce map) answered without harm.
+//!
+//! Over 400 lines: one file per feature, a scenario per sign-in method and per attack, each
+//! method's signing helpers beside its tests.
 
 mod common;
 

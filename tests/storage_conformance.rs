@@ -1,5 +1,8 @@
 //! One behavioural suite for every storage backend, run on SQLite (a temp file) and on a real
 //! PostgreSQL cluster the test starts itself.
+//!
+//! Over 400 lines: one suite run against every backend, so every check of the storage contract sits
+//! in one file.
 
 #[path = "common/pg.rs"]
 mod pg;

@@ -1,5 +1,6 @@
-//! RFC 3339 timestamps (UTC, milliseconds) without a date-time dependency: formatting for
-//! `created_at`, parsing for query parameters such as `since`.
+//! Time without a date-time dependency: the clock ([`now_ms`], and [`new_epoch`] for topic
+//! epochs), and RFC 3339 timestamps (UTC, milliseconds): formatting for `created_at`, parsing
+//! for query parameters such as `since`.
 
 /// Formats milliseconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 pub fn rfc3339_ms(ms: i64) -> String {
@@ -94,6 +95,29 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// A new topic epoch: distinct across topics created at different times and across restarts.
+pub fn new_epoch() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    format!(
+        "{:x}{:04x}",
+        nanos,
+        COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff
+    )
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
