@@ -11,7 +11,6 @@ use std::time::Duration;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::SqlSafeStr;
-use std::str::FromStr;
 
 use crate::{
     new_epoch, Appended, Encoding, GeoAppended, History, NearbyHit, NearbyQuery, NearbyScan,
@@ -90,16 +89,16 @@ fn stored(r: Row) -> Stored {
 
 impl PgStore {
     pub async fn connect(url: &str, pool_connections_max: u32) -> Result<PgStore, StoreError> {
-        // Custom plans for every execution: a generic plan of the nearby scan cannot see the
-        // ranges and bounding box, guesses they select almost nothing, and drives the query
-        // from the created_at index through every row (measured: 270 ms instead of 0.4 ms on
-        // 1M rows). Locus's statements are few and cheap to plan.
-        let options = sqlx::postgres::PgConnectOptions::from_str(url)?
-            .options([("plan_cache_mode", "force_custom_plan")]);
+        // No connection-wide `plan_cache_mode = force_custom_plan` (the nearby scan gets its
+        // custom plans on its own, see `nearby_scan`): forced on every statement, it planned the
+        // append's idempotency lookup for the 1,000 keys of each batch as a parallel sequential
+        // scan and sort of every partition of `messages` (235 ms on 140k rows, growing with the
+        // table) instead of 1,000 index probes (13 ms), and cut acknowledged durable
+        // publications from ~46,000/s to ~11,000/s (BENCHMARKS.md, issue 14).
         let pool = PgPoolOptions::new()
             .max_connections(pool_connections_max.max(1))
             .acquire_timeout(Duration::from_millis(ACQUIRE_TIMEOUT_MS))
-            .connect_with(options)
+            .connect(url)
             .await?;
         migrator().run(&pool).await?;
         let store = PgStore { pool };
@@ -405,7 +404,17 @@ impl PgStore {
             .push(" AND ")
             .push_bind(scan.lng[1].1)
             .push(")");
-        let rows: Vec<GeoRow> = q.build_query_as().fetch_all(&self.pool).await?;
+        // Not a prepared statement: Postgres plans an unnamed statement for its parameters on
+        // every execution, whereas a cached one may switch to a generic plan after five runs,
+        // which cannot see the ranges and bounding box, guesses they select almost nothing, and
+        // drives the scan from the created_at index through every row (270 ms instead of
+        // 0.4 ms on 1M rows). Scoped to this query: custom plans for every statement of the
+        // connection cost the append path 4× (see `connect`).
+        let rows: Vec<GeoRow> = q
+            .build_query_as()
+            .persistent(false)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows.into_iter().filter_map(geo_message).collect())
     }
 }
