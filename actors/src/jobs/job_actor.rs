@@ -7,6 +7,11 @@
 //! Every event is sent after the state it shows was committed, so a client that reads the job
 //! on an event sees at least that state. Writes and events leave in order: each commit is a
 //! `ctx.wait`, which holds the actor's other work until it is done.
+//!
+//! Over 400 lines on purpose: this is one actor with its messages and handlers, and its
+//! methods are the I/O steps of one job (provider calls, timers, commits). The pure decisions
+//! are in machine.rs and the attempt log in attempt_log.rs; turning the rest into a pure
+//! `JobState::on(Event) -> Effects` machine (architecture review §3) is not done yet.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
@@ -14,14 +19,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use locus_storage::time::rfc3339_ms;
-use locus_storage::{now_ms, JobRecord, JobStatus, JobUpdate};
+use locus_storage::{now_ms, JobRecord, JobStatus};
 use serde_json::{json, Value};
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use super::attempt::{with_retries, AttemptError, RetryPolicy};
+use super::attempt_log::AttemptLog;
+use super::machine::{
+    actual_cost, create_failure, is_backwards, job_status, progress_wait, update_of,
+};
 use super::provider::{CreateRequest, Prediction, PredictionStatus, Provider};
-use super::service::{JobShared, ProviderInfo};
+use super::routing::ProviderInfo;
+use super::service::JobShared;
 use super::writer::JobWrite;
 use crate::metrics as m;
 use crate::publish::writer::DurableError;
@@ -64,7 +73,7 @@ pub struct JobActor {
     adapters: Adapters,
     policy: RetryPolicy,
     job: JobRecord,
-    attempts: Vec<Value>,
+    attempts: AttemptLog,
     /// Providers still to try, in order.
     route: VecDeque<Arc<ProviderInfo>>,
     /// The slot held at the current provider.
@@ -92,7 +101,7 @@ impl JobActor {
         job: JobRecord,
         recovered: bool,
     ) -> Self {
-        let attempts = serde_json::from_str::<Vec<Value>>(&job.attempts).unwrap_or_default();
+        let attempts = AttemptLog::parse(&job.attempts);
         let age_ms = (now_ms() - job.created_at_ms).max(0) as u64;
         let left = Duration::from_millis(shared.config.job_timeout_ms.saturating_sub(age_ms));
         let route = shared
@@ -122,16 +131,6 @@ impl JobActor {
         }
     }
 
-    fn record_attempt(&mut self, provider: &str, outcome: &str, extra: Value) {
-        let mut entry =
-            json!({ "provider": provider, "outcome": outcome, "at": rfc3339_ms(now_ms()) });
-        if let (Some(obj), Value::Object(more)) = (entry.as_object_mut(), extra) {
-            obj.extend(more);
-        }
-        m::job_attempt(provider, outcome);
-        self.attempts.push(entry);
-    }
-
     fn adapter(&self, provider: &str) -> Option<Rc<dyn Provider>> {
         self.adapters.get(provider).cloned()
     }
@@ -151,7 +150,8 @@ impl JobActor {
                 );
             };
             if p.breaker.state() == super::breaker::BreakerState::Open {
-                self.record_attempt(&p.name, "skipped", json!({ "error": "circuit open" }));
+                self.attempts
+                    .record(&p.name, "skipped", json!({ "error": "circuit open" }));
                 self.last_error = Some(format!("{}: circuit open", p.name));
                 continue;
             }
@@ -210,7 +210,7 @@ impl JobActor {
         let name = provider.name.clone();
         match result {
             Ok((prediction, tries)) => {
-                self.record_attempt(
+                self.attempts.record(
                     &name,
                     "accepted",
                     json!({ "tries": tries, "prediction_id": prediction.id }),
@@ -228,12 +228,8 @@ impl JobActor {
             }
             Err(e) => {
                 self.permit = None;
-                let (outcome, tries) = match &e {
-                    AttemptError::CircuitOpen => ("skipped", 0),
-                    AttemptError::Exhausted { tries, .. } => ("failed", *tries),
-                    AttemptError::Refused(_) => ("refused", 1),
-                };
-                self.record_attempt(
+                let (outcome, tries) = create_failure(&e);
+                self.attempts.record(
                     &name,
                     outcome,
                     json!({ "error": e.to_string(), "tries": tries }),
@@ -258,13 +254,7 @@ impl JobActor {
             return;
         }
         self.last_heard = Instant::now();
-        let status = match p.status {
-            PredictionStatus::Starting => JobStatus::Starting,
-            PredictionStatus::Processing => JobStatus::Processing,
-            PredictionStatus::Succeeded => JobStatus::Succeeded,
-            PredictionStatus::Failed => JobStatus::Failed,
-            PredictionStatus::Canceled => JobStatus::Canceled,
-        };
+        let status = job_status(p.status);
         if let Some(progress) = p.progress.filter(|pr| *pr > self.job.progress) {
             self.job.progress = progress;
             self.dirty = true;
@@ -275,8 +265,7 @@ impl JobActor {
                 self.dirty = true;
             }
         }
-        // Webhooks can arrive out of order: a status never moves backwards.
-        if rank(status) < rank(self.job.status) {
+        if is_backwards(self.job.status, status) {
             return self.emit_throttled(ctx);
         }
         match status {
@@ -306,17 +295,12 @@ impl JobActor {
             .provider
             .as_deref()
             .and_then(|n| self.shared.providers.get(n));
-        let estimate = provider
-            .and_then(|p| p.config.cost_estimate.get(&self.job.kind).copied())
-            .or(self.job.cost_estimate)
-            .unwrap_or(0.0);
-        match (
-            provider.map(|p| p.config.cost_per_predict_s),
+        actual_cost(
+            provider.map(|p| &p.config),
+            &self.job.kind,
+            self.job.cost_estimate,
             predict_time_s,
-        ) {
-            (Some(rate), Some(t)) if rate > 0.0 => rate * t,
-            _ => estimate,
-        }
+        )
     }
 
     /// Commits and announces the current state now.
@@ -336,11 +320,10 @@ impl JobActor {
             return;
         }
         let interval = Duration::from_millis(self.shared.config.progress_interval_ms);
-        let since = self.last_event.map_or(interval, |t| t.elapsed());
-        if since >= interval {
+        let Some(wait) = progress_wait(self.last_event, Instant::now(), interval) else {
             return self.emit(ctx);
-        }
-        self.progress_timer = Some(ctx.run_later(interval - since, |act, ctx| {
+        };
+        self.progress_timer = Some(ctx.run_later(wait, |act, ctx| {
             act.progress_timer = None;
             if act.dirty && act.stage != Stage::Finished {
                 act.emit(ctx);
@@ -371,21 +354,8 @@ impl JobActor {
         let now = now_ms();
         self.job.updated_at_ms = now;
         self.job.lease_until_ms = now + self.shared.config.lease_ms as i64;
-        self.job.attempts = Value::Array(self.attempts.clone()).to_string();
-        let j = &self.job;
-        let update = JobUpdate {
-            id: j.id.clone(),
-            status: j.status,
-            progress: j.progress,
-            output: j.output.clone(),
-            error: j.error.clone(),
-            provider: j.provider.clone(),
-            provider_job_id: j.provider_job_id.clone(),
-            attempts: j.attempts.clone(),
-            cost_actual: j.cost_actual,
-            lease_until_ms: j.lease_until_ms,
-            updated_at_ms: j.updated_at_ms,
-        };
+        self.job.attempts = self.attempts.to_text();
+        let update = update_of(&self.job);
         let snapshot = self.job.clone();
         let writer = self.shared.writer.clone();
         let write = async move {
@@ -448,7 +418,7 @@ impl JobActor {
             Ok(_) => act.finish(ctx, JobStatus::Canceled, None),
             Err(e) => {
                 let provider = act.job.provider.clone().unwrap_or_default();
-                act.record_attempt(
+                act.attempts.record(
                     &provider,
                     "cancel_failed",
                     json!({ "error": e.to_string() }),
@@ -543,7 +513,7 @@ impl JobActor {
     /// A job picked up after a stall: continue where its record says it was.
     fn resume(&mut self, ctx: &mut Context<Self>) {
         let provider = self.job.provider.clone();
-        self.record_attempt(
+        self.attempts.record(
             provider.as_deref().unwrap_or(""),
             "recovered",
             json!({ "recoveries": self.job.recoveries }),
@@ -575,16 +545,6 @@ impl JobActor {
             }
             _ => self.submit_next(ctx),
         }
-    }
-}
-
-/// Order of statuses along the state machine; terminal ones share the top.
-fn rank(s: JobStatus) -> u8 {
-    match s {
-        JobStatus::Queued => 0,
-        JobStatus::Starting => 1,
-        JobStatus::Processing => 2,
-        _ => 3,
     }
 }
 

@@ -1,5 +1,7 @@
-//! The jobs front the HTTP API calls — create (idempotency key, per-user limits, routing),
-//! get, list, cancel, webhooks — and the state it shares with the job actors.
+//! The jobs front the HTTP API calls — start, shutdown, create (idempotency key, per-user
+//! limits), get, list, cancel — and the state it shares with the job actors (live jobs,
+//! predictions followed, per-owner quotas, the `job` event). Routing is in routing.rs, webhooks
+//! in webhook.rs, the health JSON in view.rs.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,19 +12,21 @@ use dashmap::DashMap;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use locus_storage::{
-    now_ms, AnyStore, JobCreated, JobRecord, JobStatus, JobStore, JobUpdate, NewJob, StoreError,
+    now_ms, AnyStore, JobCreated, JobRecord, JobStatus, JobStore, JobUpdate, NewJob,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::oneshot;
 
-use super::breaker::{Breaker, BreakerState};
-use super::config::{JobsConfig, ProviderConfig};
-use super::job_actor::{CancelJob, JobActor, ProviderUpdate};
-use super::replicate::parse_prediction;
+use super::config::JobsConfig;
+use super::error::{JobError, IDEMPOTENCY_KEY_BYTES_MAX};
+use super::job_actor::{CancelJob, JobActor};
+use super::machine::update_of;
+use super::request::{new_job_id, JobRequest};
+use super::routing::{providers_on, ProviderInfo};
 use super::supervisor::{JobSupervisor, Launch, Shutdown};
 use super::view::event_json;
-use super::webhook::{verify, SeenWebhooks, WebhookError, WebhookHeaders};
+use super::webhook::SeenWebhooks;
 use super::writer::{JobSink, JobWriter};
 use crate::broker::{Body, Publication};
 use crate::engine::{Author, Outgoing};
@@ -30,57 +34,10 @@ use crate::metrics as m;
 use crate::topic::Topic;
 use crate::Engine;
 
-/// Longest `Idempotency-Key`, in bytes.
-pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 255;
 /// How long shutdown waits for the job actors to stop.
 const SHUTDOWN_WAIT_MS: u64 = 1_000;
 /// How long a cancel waits for the job's actor to finish it.
 const CANCEL_WAIT_MS: u64 = 30_000;
-
-/// Why a job request was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum JobError {
-    #[error("the Idempotency-Key header is required (1 to {IDEMPOTENCY_KEY_BYTES_MAX} bytes)")]
-    IdempotencyKeyRequired,
-    #[error("this Idempotency-Key was used with a different request")]
-    IdempotencyKeyReused,
-    #[error("a request with this Idempotency-Key is still being processed")]
-    IdempotencyKeyInUse,
-    #[error("{0}")]
-    InvalidRequest(String),
-    #[error("unknown kind {0:?}; kinds: {1}")]
-    UnknownKind(String, String),
-    #[error("unknown provider {0:?} for {1} jobs")]
-    UnknownProvider(String, String),
-    #[error("no provider is configured for {kind} jobs: {hint}")]
-    NoProvider { kind: String, hint: String },
-    #[error("at most {0} live jobs per user")]
-    TooManyJobs(usize),
-    #[error("at most {per_min} jobs per user per minute")]
-    RateLimited { per_min: u32, retry_after_s: u64 },
-    #[error("no such job")]
-    NotFound,
-    #[error("no such provider")]
-    UnknownWebhookProvider,
-    #[error("webhook refused: {0}")]
-    Webhook(#[from] WebhookError),
-    #[error("webhook body is not a prediction: {0}")]
-    MalformedWebhook(String),
-    #[error("the job service is not running")]
-    Unavailable,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// A provider that is on (it has a token): its settings, breaker and slots.
-pub struct ProviderInfo {
-    pub name: String,
-    pub config: ProviderConfig,
-    pub breaker: Breaker,
-    /// Jobs running at the provider (`concurrency`).
-    pub permits: Arc<Semaphore>,
-    pub webhook_secret: Option<String>,
-}
 
 /// What the job actors and the front share.
 pub struct JobShared {
@@ -98,90 +55,10 @@ pub struct JobShared {
     /// (owner, idempotency key) of creates in progress.
     creating: DashMap<(String, String), ()>,
     per_minute: Option<DefaultKeyedRateLimiter<String>>,
-    seen_webhooks: SeenWebhooks,
+    pub(super) seen_webhooks: SeenWebhooks,
 }
 
 impl JobShared {
-    /// The providers to try for `kind`, in order: the requested one alone, or the kind's route.
-    pub fn route(
-        &self,
-        kind: &str,
-        requested: Option<&str>,
-    ) -> Result<Vec<Arc<ProviderInfo>>, JobError> {
-        let Some(route) = self.config.routes.get(kind) else {
-            let kinds: Vec<&str> = self.config.routes.keys().map(String::as_str).collect();
-            return Err(JobError::UnknownKind(kind.into(), kinds.join(", ")));
-        };
-        let names: Vec<&str> = match requested {
-            Some(p)
-                if self
-                    .config
-                    .providers
-                    .get(p)
-                    .is_some_and(|c| c.models.contains_key(kind)) =>
-            {
-                vec![p]
-            }
-            Some(p) => return Err(JobError::UnknownProvider(p.into(), kind.into())),
-            None => route.iter().map(String::as_str).collect(),
-        };
-        let on: Vec<Arc<ProviderInfo>> = names
-            .iter()
-            .filter_map(|n| self.providers.get(*n))
-            .filter(|p| p.config.models.contains_key(kind))
-            .cloned()
-            .collect();
-        if on.is_empty() {
-            let hint = if names.is_empty() {
-                format!("add providers to jobs.routes.{kind}")
-            } else {
-                let tokens: Vec<String> = names
-                    .iter()
-                    .map(|n| {
-                        let env = self
-                            .config
-                            .providers
-                            .get(*n)
-                            .map_or("", |c| c.token_env.as_str());
-                        format!(
-                            "{n} (token from {})",
-                            if env.is_empty() {
-                                "jobs.providers"
-                            } else {
-                                env
-                            }
-                        )
-                    })
-                    .collect();
-                format!("set a token for {}", tokens.join(" or "))
-            };
-            return Err(JobError::NoProvider {
-                kind: kind.into(),
-                hint,
-            });
-        }
-        Ok(on)
-    }
-
-    pub fn webhooks_on(&self, provider: &str) -> bool {
-        !self.config.public_url.is_empty()
-            && self
-                .providers
-                .get(provider)
-                .is_some_and(|p| p.webhook_secret.is_some())
-    }
-
-    /// The webhook URL to give `provider`, when webhooks are on.
-    pub fn webhook_url(&self, provider: &ProviderInfo) -> Option<String> {
-        self.webhooks_on(&provider.name).then(|| {
-            format!(
-                "{}/api/webhooks/{}",
-                self.config.public_url.trim_end_matches('/'),
-                provider.name
-            )
-        })
-    }
-
     /// Pushes the job's state to its owner's `realtime:user:<id>` as event `job`, through the
     /// engine's publish path (stored first when personal topics are durable).
     pub fn publish_event(&self, job: &JobRecord) {
@@ -251,7 +128,7 @@ impl Drop for CreatingGuard<'_> {
 /// The handle the HTTP API holds.
 #[derive(Clone)]
 pub struct Jobs {
-    shared: Arc<JobShared>,
+    pub(super) shared: Arc<JobShared>,
     supervisor: Addr<JobSupervisor>,
 }
 
@@ -260,16 +137,6 @@ pub struct Created {
     pub job: JobRecord,
     /// False when the key had been used with the same request: this is the original job.
     pub new: bool,
-}
-
-/// What a webhook came to.
-#[derive(Debug, PartialEq, Eq)]
-pub enum WebhookOutcome {
-    Applied,
-    /// The `webhook-id` was seen before: not applied again.
-    Duplicate,
-    /// No live job here follows that prediction (polling covers it).
-    Unknown,
 }
 
 impl Jobs {
@@ -292,28 +159,7 @@ impl Jobs {
             JobSink,
         )
         .start();
-        let mut providers = BTreeMap::new();
-        for (name, pc) in &config.providers {
-            let Some(_) = pc.resolved_token() else {
-                tracing::warn!(provider = %name, token_env = %pc.token_env, "job provider off: no token");
-                continue;
-            };
-            providers.insert(
-                name.clone(),
-                Arc::new(ProviderInfo {
-                    name: name.clone(),
-                    config: pc.clone(),
-                    breaker: Breaker::new(
-                        name,
-                        config.breaker_failures,
-                        Duration::from_millis(config.breaker_window_ms),
-                        Duration::from_millis(config.breaker_cooldown_ms),
-                    ),
-                    permits: Arc::new(Semaphore::new(pc.concurrency.max(1))),
-                    webhook_secret: pc.resolved_webhook_secret(),
-                }),
-            );
-        }
+        let providers = providers_on(&config);
         let per_minute = std::num::NonZeroU32::new(config.per_user_per_min)
             .map(|n| RateLimiter::dashmap(Quota::per_minute(n)));
         let seen_webhooks = SeenWebhooks::new(
@@ -473,21 +319,14 @@ impl Jobs {
             return self.get(owner, id).await;
         }
         // Not live here (awaiting pickup after a stall): cancel the record itself.
-        let now = now_ms();
         self.shared
             .store
             .update_jobs(&[JobUpdate {
-                id: job.id.clone(),
                 status: JobStatus::Canceled,
-                progress: job.progress,
-                output: job.output.clone(),
                 error: None,
-                provider: job.provider.clone(),
-                provider_job_id: job.provider_job_id.clone(),
-                attempts: job.attempts.clone(),
                 cost_actual: None,
-                lease_until_ms: job.lease_until_ms,
-                updated_at_ms: now,
+                updated_at_ms: now_ms(),
+                ..update_of(&job)
             }])
             .await?;
         let job = self.get(owner, id).await?;
@@ -495,142 +334,4 @@ impl Jobs {
         self.shared.publish_event(&job);
         Ok(job)
     }
-
-    /// A provider webhook: verified, deduplicated by `webhook-id`, then handed to the job.
-    pub fn webhook(
-        &self,
-        provider: &str,
-        headers: &WebhookHeaders<'_>,
-        body: &[u8],
-    ) -> Result<WebhookOutcome, JobError> {
-        let Some(info) = self.shared.providers.get(provider) else {
-            // The path is the caller's: labelled with one fixed value, never with the name
-            // (each distinct name would be a permanent series).
-            m::webhook(m::UNKNOWN_PROVIDER_LABEL, "unknown_provider");
-            return Err(JobError::UnknownWebhookProvider);
-        };
-        // A configured provider's name: a bounded label.
-        let label = |outcome: &'static str| m::webhook(&info.name, outcome);
-        let secret = info
-            .webhook_secret
-            .as_deref()
-            .ok_or(WebhookError::NotConfigured);
-        let verified = secret.and_then(|s| {
-            verify(
-                s,
-                headers,
-                body,
-                crate::auth::now_s(),
-                self.shared.config.webhook_tolerance_s,
-            )
-        });
-        if let Err(e) = verified {
-            label(e.label());
-            return Err(e.into());
-        }
-        let id = headers.id.unwrap_or_default();
-        if !self.shared.seen_webhooks.first_time(id) {
-            label("duplicate");
-            return Ok(WebhookOutcome::Duplicate);
-        }
-        let value: Value =
-            serde_json::from_slice(body).map_err(|e| JobError::MalformedWebhook(e.to_string()))?;
-        let prediction =
-            parse_prediction(&value).map_err(|e| JobError::MalformedWebhook(e.to_string()))?;
-        let job_id = self
-            .shared
-            .predictions
-            .get(&(provider.to_owned(), prediction.id.clone()))
-            .map(|j| j.clone());
-        let actor = job_id.and_then(|j| self.shared.live.get(&j).map(|a| a.clone()));
-        match actor {
-            Some(actor) => {
-                actor.do_send(ProviderUpdate(prediction));
-                label("applied");
-                Ok(WebhookOutcome::Applied)
-            }
-            None => {
-                label("unknown_prediction");
-                Ok(WebhookOutcome::Unknown)
-            }
-        }
-    }
-
-    /// Each provider's breaker state, for `/api/health`.
-    pub fn provider_health(&self) -> Value {
-        let providers: serde_json::Map<String, Value> = self
-            .shared
-            .config
-            .providers
-            .keys()
-            .map(|name| {
-                let state = match self.shared.providers.get(name) {
-                    Some(p) => {
-                        let breaker = p.breaker.state();
-                        serde_json::json!({
-                            "status": if breaker == BreakerState::Closed { "ok" } else { "degraded" },
-                            "breaker": breaker.as_str(),
-                            "running": p.config.concurrency - p.permits.available_permits(),
-                            "webhooks": self.shared.webhooks_on(name),
-                        })
-                    }
-                    None => serde_json::json!({ "status": "off", "reason": "no token" }),
-                };
-                (name.clone(), state)
-            })
-            .collect();
-        serde_json::json!({ "live": self.shared.live.len(), "providers": providers })
-    }
-}
-
-/// The body of `POST /api/jobs`.
-struct JobRequest {
-    kind: String,
-    provider: Option<String>,
-    input: Value,
-}
-
-impl JobRequest {
-    fn parse(body: &Value) -> Result<JobRequest, JobError> {
-        let invalid = |m: &str| JobError::InvalidRequest(m.into());
-        let obj = body
-            .as_object()
-            .ok_or_else(|| invalid("the body must be a JSON object"))?;
-        if let Some(extra) = obj
-            .keys()
-            .find(|k| !matches!(k.as_str(), "kind" | "provider" | "input"))
-        {
-            return Err(invalid(&format!(
-                "unknown field {extra:?}; fields: kind, provider, input"
-            )));
-        }
-        let kind = obj
-            .get("kind")
-            .and_then(Value::as_str)
-            .ok_or_else(|| invalid("kind is required: \"image\", \"music\" or \"video\""))?;
-        let provider = match obj.get("provider") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(p)) => Some(p.clone()),
-            Some(_) => return Err(invalid("provider must be a string")),
-        };
-        let input = obj
-            .get("input")
-            .cloned()
-            .unwrap_or(Value::Object(Default::default()));
-        if !input.is_object() {
-            return Err(invalid("input must be a JSON object"));
-        }
-        Ok(JobRequest {
-            kind: kind.to_owned(),
-            provider,
-            input,
-        })
-    }
-}
-
-/// A new job id: 16 random bytes as 32 lowercase hex digits.
-fn new_job_id() -> String {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).expect("the OS random source works");
-    hex::encode(bytes)
 }

@@ -1,9 +1,13 @@
 //! The JSON shapes of a job: the API's full object and the `job` event's summary
-//! (`{"id","status","progress","output"?,"error"?}`, docs/API.md "AI jobs").
+//! (`{"id","status","progress","output"?,"error"?}`, docs/API.md "AI jobs"), and the jobs part
+//! of `/api/health` (each provider's breaker state).
 
 use locus_storage::time::rfc3339_ms;
 use locus_storage::JobRecord;
 use serde_json::{json, Value};
+
+use super::breaker::BreakerState;
+use super::service::Jobs;
 
 fn parse_json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or(Value::Null)
@@ -46,4 +50,32 @@ pub fn event_json(job: &JobRecord) -> Value {
         event["error"] = Value::String(error.clone());
     }
     event
+}
+
+impl Jobs {
+    /// Each provider's breaker state, for `/api/health`.
+    pub fn provider_health(&self) -> Value {
+        let providers: serde_json::Map<String, Value> = self
+            .shared
+            .config
+            .providers
+            .keys()
+            .map(|name| {
+                let state = match self.shared.providers.get(name) {
+                    Some(p) => {
+                        let breaker = p.breaker.state();
+                        serde_json::json!({
+                            "status": if breaker == BreakerState::Closed { "ok" } else { "degraded" },
+                            "breaker": breaker.as_str(),
+                            "running": p.config.concurrency - p.permits.available_permits(),
+                            "webhooks": self.shared.webhooks_on(name),
+                        })
+                    }
+                    None => serde_json::json!({ "status": "off", "reason": "no token" }),
+                };
+                (name.clone(), state)
+            })
+            .collect();
+        serde_json::json!({ "live": self.shared.live.len(), "providers": providers })
+    }
 }

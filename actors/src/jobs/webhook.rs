@@ -1,7 +1,8 @@
 //! Provider webhooks, verified the Standard Webhooks way (Replicate signs with it): HMAC-SHA256
 //! with the base64 secret after `whsec_`, over `"{webhook-id}.{webhook-timestamp}.{raw body}"`;
 //! `webhook-signature` lists `v1,<base64>` entries; the timestamp must be within the tolerance.
-//! A verified `webhook-id` seen before is a replay and is not applied again.
+//! A verified `webhook-id` seen before is a replay and is not applied again. [`Jobs::webhook`]
+//! is the whole path: verify, deduplicate, hand the prediction to the live job that follows it.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
@@ -10,7 +11,14 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
+use serde_json::Value;
 use sha2::Sha256;
+
+use super::error::JobError;
+use super::job_actor::ProviderUpdate;
+use super::replicate::parse_prediction;
+use super::service::Jobs;
+use crate::metrics as m;
 
 /// Why a webhook was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -136,6 +144,78 @@ impl SeenWebhooks {
         }
         order.push_back((now, id.to_owned()));
         true
+    }
+}
+
+/// What a webhook came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WebhookOutcome {
+    Applied,
+    /// The `webhook-id` was seen before: not applied again.
+    Duplicate,
+    /// No live job here follows that prediction (polling covers it).
+    Unknown,
+}
+
+impl Jobs {
+    /// A provider webhook: verified, deduplicated by `webhook-id`, then handed to the job.
+    pub fn webhook(
+        &self,
+        provider: &str,
+        headers: &WebhookHeaders<'_>,
+        body: &[u8],
+    ) -> Result<WebhookOutcome, JobError> {
+        let Some(info) = self.shared.providers.get(provider) else {
+            // The path is the caller's: labelled with one fixed value, never with the name
+            // (each distinct name would be a permanent series).
+            m::webhook(m::UNKNOWN_PROVIDER_LABEL, "unknown_provider");
+            return Err(JobError::UnknownWebhookProvider);
+        };
+        // A configured provider's name: a bounded label.
+        let label = |outcome: &'static str| m::webhook(&info.name, outcome);
+        let secret = info
+            .webhook_secret
+            .as_deref()
+            .ok_or(WebhookError::NotConfigured);
+        let verified = secret.and_then(|s| {
+            verify(
+                s,
+                headers,
+                body,
+                crate::auth::now_s(),
+                self.shared.config.webhook_tolerance_s,
+            )
+        });
+        if let Err(e) = verified {
+            label(e.label());
+            return Err(e.into());
+        }
+        let id = headers.id.unwrap_or_default();
+        if !self.shared.seen_webhooks.first_time(id) {
+            label("duplicate");
+            return Ok(WebhookOutcome::Duplicate);
+        }
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| JobError::MalformedWebhook(e.to_string()))?;
+        let prediction =
+            parse_prediction(&value).map_err(|e| JobError::MalformedWebhook(e.to_string()))?;
+        let job_id = self
+            .shared
+            .predictions
+            .get(&(provider.to_owned(), prediction.id.clone()))
+            .map(|j| j.clone());
+        let actor = job_id.and_then(|j| self.shared.live.get(&j).map(|a| a.clone()));
+        match actor {
+            Some(actor) => {
+                actor.do_send(ProviderUpdate(prediction));
+                label("applied");
+                Ok(WebhookOutcome::Applied)
+            }
+            None => {
+                label("unknown_prediction");
+                Ok(WebhookOutcome::Unknown)
+            }
+        }
     }
 }
 
