@@ -27,5 +27,5 @@ cargo fmt --all --check
 RUSTC_WORKSPACE_WRAPPER="$(rustup which clippy-driver 2>/dev/null || command -v clippy-driver)"
 export RUSTC_WORKSPACE_WRAPPER
 export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
-cargo test --release --workspace --all-targets --no-run
-cargo test --release --workspace
+cargo test --profile ci --workspace --all-targets --no-run
+cargo test --profile ci --workspace

@@ -1,8 +1,8 @@
 //! The security audit's findings, each as the behaviour that protects against it: bounded
 //! input at every edge, pongs inside the outbound bound, rate limits on every frame and REST
 //! call, connection caps, the topic rules on every read and write, and tokens that lose their
-//! powers when they expire. Each test names the finding (F<n>) of
-//! shared/reference/security-audit.md it closes.
+//! powers when they expire. Each test names the finding (F<n>) of the security audit (issue 13)
+//! it closes.
 //!
 //! Over 400 lines: one scenario per audit finding, kept in one file so the audit maps onto it; the
 //! harness lives in tests/common.
