@@ -94,7 +94,7 @@ impl PgStore {
         // append's idempotency lookup for the 1,000 keys of each batch as a parallel sequential
         // scan and sort of every partition of `messages` (235 ms on 140k rows, growing with the
         // table) instead of 1,000 index probes (13 ms), and cut acknowledged durable
-        // publications from ~46,000/s to ~11,000/s (BENCHMARKS.md, issue 14).
+        // publications 4×, to ~10,000/s (BENCHMARKS.md, "The 4× regression and its fix").
         let pool = PgPoolOptions::new()
             .max_connections(pool_connections_max.max(1))
             .acquire_timeout(Duration::from_millis(ACQUIRE_TIMEOUT_MS))
