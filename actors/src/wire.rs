@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::broker::Body;
+use crate::refusal::Refusal;
 
 /// Turns an already-serialized JSON string into a payload for [`encode_message`].
 pub fn raw(json: String) -> Box<RawValue> {
@@ -40,16 +41,15 @@ pub fn reply_ok(vsn: Vsn, join_ref: Option<&str>, msg_ref: Option<&str>, topic: 
     reply(vsn, join_ref, msg_ref, topic, true, &raw("{}".into()))
 }
 
-/// `phx_reply` error with `{"reason": "<Code>: <message>"}`, Supabase's error shape.
+/// `phx_reply` error with `{"reason": "<Code>: <detail>"}`, Supabase's error shape.
 pub fn reply_error(
     vsn: Vsn,
     join_ref: Option<&str>,
     msg_ref: Option<&str>,
     topic: &str,
-    code: &str,
-    message: &str,
+    refusal: &Refusal,
 ) -> OutFrame {
-    let response = serde_json::json!({ "reason": format!("{code}: {message}") }).to_string();
+    let response = serde_json::json!({ "reason": refusal.to_string() }).to_string();
     reply(vsn, join_ref, msg_ref, topic, false, &raw(response))
 }
 

@@ -188,16 +188,11 @@ impl Handler<Join> for Room {
         let state = if msg.presence_enabled {
             let Some(frame) = self.presence_state_frame(msg.vsn, jr, &msg.outbox) else {
                 m::join("presence_state_too_large");
-                let refusal = presence_state_too_large();
                 let r = msg.msg_ref.as_deref();
-                let _ = msg.outbox.push(wire::reply_error(
-                    msg.vsn,
-                    jr,
-                    r,
-                    &self.topic,
-                    refusal.code.as_str(),
-                    &refusal.detail,
-                ));
+                let refusal = presence_state_too_large();
+                let _ = msg
+                    .outbox
+                    .push(wire::reply_error(msg.vsn, jr, r, &self.topic, &refusal));
                 return false;
             };
             Some(frame)
@@ -356,17 +351,9 @@ impl Handler<PresenceUpdate> for Room {
         );
         let outbox = member.outbox.clone();
         let refuse = |refusal: Refusal| {
-            let code = refusal.code.as_str();
-            m::protocol_error(code);
+            m::protocol_error(refusal.code.as_str());
             let (jr, r) = (jr.as_deref(), msg.msg_ref.as_deref());
-            let _ = outbox.push(wire::reply_error(
-                vsn,
-                jr,
-                r,
-                &self.topic,
-                code,
-                &refusal.detail,
-            ));
+            let _ = outbox.push(wire::reply_error(vsn, jr, r, &self.topic, &refusal));
         };
         let state_before = if first_enable {
             let Some(frame) = self.presence_state_frame(vsn, jr.as_deref(), &outbox) else {

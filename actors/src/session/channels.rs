@@ -151,8 +151,7 @@ impl UserSession {
                             join_ref.as_deref(),
                             msg_ref.as_deref(),
                             topic.as_str(),
-                            Code::RoomUnavailable.as_str(),
-                            &e.to_string(),
+                            &Refusal::new(Code::RoomUnavailable, e.to_string()),
                         ));
                     }
                 }),

@@ -304,8 +304,7 @@ impl UserSession {
             to.join_ref,
             to.msg_ref,
             to.topic,
-            refusal.code.as_str(),
-            &refusal.detail,
+            refusal,
         ));
     }
 
@@ -440,8 +439,7 @@ impl UserSession {
                     join_ref.as_deref(),
                     msg_ref.as_deref(),
                     &topic,
-                    refusal.code.as_str(),
-                    &refusal.detail,
+                    &refusal,
                 )
             }
             _ => wire::system(

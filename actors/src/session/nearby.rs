@@ -10,6 +10,7 @@
 //! Over 400 lines: join, location (with re-homing), nearby presence and post of one subscription;
 //! the cell side is in geo/.
 
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -103,7 +104,7 @@ fn outside_m(b: &BBox, p: Point) -> f64 {
 impl UserSession {
     /// `phx_join` on `realtime:nearby` with `{"config":{"nearby":{"radius_m":R}}}`.
     pub(super) fn join_nearby(&mut self, frame: &InboundFrame) -> Result<(), Refusal> {
-        self.authorize(&nearby_topic(), false, Action::Join)?;
+        self.authorize(&NEARBY, false, Action::Join)?;
         let limits = self.engine.cells().limits().clone();
         let payload = json_payload::<Value>(&frame.payload)
             .map_err(|e| Refusal::new(Code::MalformedJoin, e))?;
@@ -167,7 +168,7 @@ impl UserSession {
         frame: &InboundFrame,
         ctx: &mut Context<Self>,
     ) -> Result<(), Refusal> {
-        self.authorize(&nearby_topic(), false, Action::Broadcast)?;
+        self.authorize(&NEARBY, false, Action::Broadcast)?;
         let payload = json_payload::<Value>(&frame.payload)
             .map_err(|e| Refusal::new(Code::InvalidLocation, e))?;
         let p = point(&payload).map_err(|e| Refusal::new(Code::InvalidLocation, e))?;
@@ -326,7 +327,7 @@ impl UserSession {
                 "join realtime:nearby first",
             ));
         }
-        self.authorize(&nearby_topic(), false, Action::Post)?;
+        self.authorize(&NEARBY, false, Action::Post)?;
         let limits = self.engine.cells().limits().clone();
         let payload = json_payload::<Value>(&frame.payload)
             .map_err(|e| Refusal::new(Code::InvalidPost, e))?;
@@ -386,14 +387,7 @@ impl UserSession {
                 Err(e) => {
                     let refusal = Refusal::from(e.clone());
                     m::protocol_error(refusal.code.as_str());
-                    wire::reply_error(
-                        vsn,
-                        to.join_ref,
-                        to.msg_ref,
-                        NEARBY_TOPIC,
-                        refusal.code.as_str(),
-                        &refusal.detail,
-                    )
+                    wire::reply_error(vsn, to.join_ref, to.msg_ref, NEARBY_TOPIC, &refusal)
                 }
             };
             let _ = outbox.push(frame);
@@ -406,7 +400,8 @@ impl UserSession {
     }
 }
 
-/// The topic of the nearby subscription, for the access check.
-fn nearby_topic() -> Topic {
+/// The topic of the nearby subscription, for the access check: parsed once, not on every
+/// `location` frame (the beacon hot path).
+static NEARBY: LazyLock<Topic> = LazyLock::new(|| {
     Topic::parse(NEARBY_TOPIC, NEARBY_TOPIC.len()).expect("realtime:nearby is a valid topic")
-}
+});
