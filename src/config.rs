@@ -26,6 +26,7 @@ pub struct Config {
     pub rate_limits: RateLimitConfig,
     pub sign_in: crate::sign_in::SignInConfig,
     pub jobs: locus_actors::jobs::JobsConfig,
+    pub cluster: locus_actors::cluster::ClusterConfig,
 }
 
 /// `[server]`: the listener and process.
@@ -124,6 +125,19 @@ impl Config {
         self.geo.validate().map_err(invalid)?;
         self.jobs.validate().map_err(invalid)?;
         self.sign_in.validate().map_err(ConfigError::Invalid)?;
+        self.cluster.validate().map_err(invalid)?;
+        if self.cluster.enabled()
+            && self.storage.url.starts_with("sqlite:")
+            && !self.storage.durable_topics.is_empty()
+        {
+            // Each node's SQLite file would hold its own offsets: one topic, several histories.
+            return Err(ConfigError::Invalid(
+                "cluster mode with durable topics needs one shared database: set storage.url to \
+                 postgres://… (or storage.durable_topics = [] to run the cluster without durable \
+                 topics)"
+                    .into(),
+            ));
+        }
         if self.http.broadcast_messages_max == 0 {
             return Err(ConfigError::Invalid(
                 "http.broadcast_messages_max must be positive".into(),
@@ -159,6 +173,23 @@ mod tests {
             assert_eq!(c.session.client_timeout_ms, 9000);
             Ok(())
         });
+    }
+
+    /// A cluster over per-node SQLite files would give one topic several offset sequences, so
+    /// durable topics in cluster mode on SQLite are refused at start with what to do instead.
+    #[test]
+    fn cluster_mode_with_durable_topics_on_sqlite_is_refused() {
+        let mut c = Config::default();
+        c.cluster.nats_url = "nats://127.0.0.1:4222".into();
+        let Err(ConfigError::Invalid(why)) = c.validate() else {
+            panic!("accepted");
+        };
+        assert!(why.contains("postgres://"), "{why}");
+        c.storage.durable_topics.clear();
+        assert!(c.validate().is_ok());
+        c.storage.durable_topics = vec!["room:*".into()];
+        c.storage.url = "postgres://127.0.0.1/locus".into();
+        assert!(c.validate().is_ok());
     }
 
     #[test]

@@ -42,6 +42,9 @@ pub async fn start(config: Config) -> io::Result<RunningServer> {
         .await
         .map_err(|e| io::Error::other(format!("storage {}: {e}", config.storage.url)))?;
     tracing::info!(backend = store.backend(), "storage ready");
+    let cluster = locus_actors::cluster::Cluster::connect(&config.cluster)
+        .await
+        .map_err(io::Error::other)?;
     let engine_config = EngineConfig {
         session: config.session.clone(),
         room: config.room.clone(),
@@ -53,6 +56,8 @@ pub async fn start(config: Config) -> io::Result<RunningServer> {
             server_max: config.server.connections_max,
             per_ip_max: config.server.connections_per_ip_max,
         },
+        cluster,
+        gap_wait_ms: config.cluster.gap_wait_ms,
     };
     let engine = Engine::start(engine_config, store).map_err(io::Error::other)?;
     retention::spawn(&engine);

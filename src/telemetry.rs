@@ -217,6 +217,22 @@ pub const HELP: &[Help] = &[
         m::WEBHOOKS,
         "Provider webhooks, by configured provider (or unknown) and outcome.",
     ),
+    Help::counter(
+        m::CLUSTER_MESSAGES,
+        "Messages sent to or received from NATS, by direction and kind.",
+    ),
+    Help::gauge(
+        m::CLUSTER_NODES,
+        "Live cluster nodes seen, this one included.",
+    ),
+    Help::gauge(
+        m::CLUSTER_SUBSCRIPTIONS,
+        "NATS subscriptions held (rooms and geo areas with local members).",
+    ),
+    Help::counter(
+        m::CLUSTER_GAP_FILLS,
+        "Offset gaps of durable rooms read from the database, by outcome.",
+    ),
     Help::gauge(
         crate::http::metrics::PROCESS_RSS,
         "Resident set size of the process.",

@@ -24,6 +24,7 @@
 pub mod auth;
 pub mod broker;
 pub mod close_code;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod engine;

@@ -26,6 +26,32 @@ pub const PROTOCOL_ERRORS: &str = "locus_protocol_errors_total";
 pub const RATE_LIMITED: &str = "locus_rate_limited_total";
 pub const AUTH_FAILURES: &str = "locus_auth_failures_total";
 
+pub const CLUSTER_MESSAGES: &str = "locus_cluster_messages_total";
+pub const CLUSTER_NODES: &str = "locus_cluster_nodes";
+pub const CLUSTER_SUBSCRIPTIONS: &str = "locus_cluster_subscriptions";
+pub const CLUSTER_GAP_FILLS: &str = "locus_cluster_gap_fills_total";
+
+/// Counts one message sent to (`"out"`) or received from (`"in"`) NATS, by kind.
+pub fn cluster_message(direction: &'static str, kind: &'static str) {
+    counter!(CLUSTER_MESSAGES, "direction" => direction, "kind" => kind).increment(1);
+}
+
+/// Live nodes this node sees, itself included.
+pub fn cluster_nodes() -> Gauge {
+    gauge!(CLUSTER_NODES)
+}
+
+/// NATS subscriptions this node holds (rooms and geo areas with local members).
+pub fn cluster_subscriptions() -> Gauge {
+    gauge!(CLUSTER_SUBSCRIPTIONS)
+}
+
+/// Counts a durable room reading a gap in its offsets from the database (`outcome`: `filled`,
+/// `failed`).
+pub fn cluster_gap_fill(outcome: &'static str) {
+    counter!(CLUSTER_GAP_FILLS, "outcome" => outcome).increment(1);
+}
+
 /// Why a message was not delivered (the `reason` label of `locus_messages_dropped_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
@@ -41,6 +67,14 @@ pub enum DropReason {
     TypingThrottled,
     /// A cell's mailbox was full when a post or beacon batch arrived.
     CellMailboxFull,
+    /// Another node's presence join would take a room past its presence bounds here.
+    PresenceRemoteFull,
+    /// The queue to NATS (`cluster.outbound_queue_bytes_max`) was full: other nodes miss it.
+    ClusterQueueFull,
+    /// NATS was unreachable: other nodes miss it (durable ones they read from the database).
+    ClusterDisconnected,
+    /// A message from NATS that this node cannot decode.
+    ClusterMalformed,
 }
 
 impl DropReason {
@@ -52,6 +86,10 @@ impl DropReason {
             DropReason::BinaryToJsonMember => "binary_to_json_member",
             DropReason::TypingThrottled => "typing_throttled",
             DropReason::CellMailboxFull => "cell_mailbox_full",
+            DropReason::PresenceRemoteFull => "presence_remote_full",
+            DropReason::ClusterQueueFull => "cluster_queue_full",
+            DropReason::ClusterDisconnected => "cluster_disconnected",
+            DropReason::ClusterMalformed => "cluster_malformed",
         }
     }
 }
@@ -191,6 +229,8 @@ pub enum WindowEviction {
     TopicsMax,
     /// The topic's epoch changed, so its window started over.
     EpochChanged,
+    /// In a cluster, the topic's room stopped on this node: the window would go stale.
+    Unwatched,
 }
 
 impl WindowEviction {
@@ -201,6 +241,7 @@ impl WindowEviction {
             WindowEviction::WindowBytes => "window_bytes",
             WindowEviction::TopicsMax => "topics_max",
             WindowEviction::EpochChanged => "epoch_changed",
+            WindowEviction::Unwatched => "unwatched",
         }
     }
 }
@@ -371,6 +412,10 @@ pub const ALL: &[&str] = &[
     BREAKER_STATE,
     BREAKER_TRANSITIONS,
     WEBHOOKS,
+    CLUSTER_MESSAGES,
+    CLUSTER_NODES,
+    CLUSTER_SUBSCRIPTIONS,
+    CLUSTER_GAP_FILLS,
 ];
 
 impl DropReason {
@@ -382,6 +427,10 @@ impl DropReason {
         DropReason::BinaryToJsonMember,
         DropReason::TypingThrottled,
         DropReason::CellMailboxFull,
+        DropReason::PresenceRemoteFull,
+        DropReason::ClusterQueueFull,
+        DropReason::ClusterDisconnected,
+        DropReason::ClusterMalformed,
     ];
 }
 
@@ -393,6 +442,7 @@ impl WindowEviction {
         WindowEviction::WindowBytes,
         WindowEviction::TopicsMax,
         WindowEviction::EpochChanged,
+        WindowEviction::Unwatched,
     ];
 }
 

@@ -27,6 +27,7 @@ pub use reads::{Health, HistoryPage, ReadError};
 
 use crate::auth::{Action, AuthConfig, AuthError, Authenticator, Identity};
 use crate::broker::{Broker, InProcessBroker};
+use crate::cluster::{Cluster, ClusterView};
 use crate::config::{GeoLimits, RoomLimits, SessionLimits, StorageLimits};
 use crate::connection::slots::SlotCounter;
 use crate::geo::CellRegistry;
@@ -36,7 +37,7 @@ use crate::publish::history::{HistoryCache, WindowLimits};
 use crate::publish::writer::{DurableWriters, StorageHealth};
 use crate::rate_limit::{RateLimitConfig, UserLimiter};
 use crate::refusal::Refusal;
-use crate::room::registry::RoomRegistry;
+use crate::room::registry::{RoomRegistry, Sequencing};
 use crate::topic::Topic;
 use crate::SessionId;
 
@@ -50,6 +51,10 @@ pub struct EngineConfig {
     pub auth: AuthConfig,
     pub rate_limits: RateLimitConfig,
     pub connections: ConnectionCaps,
+    /// The cluster this node joined (`None`: one node alone).
+    pub cluster: Option<Cluster>,
+    /// `cluster.gap_wait_ms`: how long a durable room waits on an offset gap.
+    pub gap_wait_ms: u64,
 }
 
 /// Close the connection: the server is shutting down (the session closes with 4001).
@@ -75,6 +80,7 @@ struct Inner {
     security: Security,
     caps: ConnectionCaps,
     next_session: AtomicU64,
+    cluster: Option<Cluster>,
 }
 
 /// Durable topics and geo messages: the store, its writers and the history window.
@@ -113,8 +119,18 @@ impl Engine {
             topic_bytes_max: limits.history_window_topic_bytes_max,
             bytes_max: limits.history_window_bytes_max,
         });
-        let broker: Arc<dyn Broker> = Arc::new(InProcessBroker::default());
-        let rooms = RoomRegistry::new(config.room, Some(cache.clone()), broker.clone());
+        let broker: Arc<dyn Broker> = match &config.cluster {
+            Some(cluster) => Arc::new(cluster.broker()),
+            None => Arc::new(InProcessBroker::default()),
+        };
+        let mut rooms = RoomRegistry::new(config.room, Some(cache.clone()), broker.clone());
+        if config.cluster.is_some() {
+            rooms = rooms.with_sequencing(Sequencing {
+                store: store.clone(),
+                storage: limits.clone(),
+                gap_wait: std::time::Duration::from_millis(config.gap_wait_ms),
+            });
+        }
         let cells = CellRegistry::new(config.geo);
         let delivery = Delivery::new(broker, Some(cache.clone()), cells.clone());
         let health = StorageHealth::default();
@@ -134,7 +150,7 @@ impl Engine {
             ip_slots: Arc::default(),
             server_slots: Arc::default(),
         };
-        Ok(Engine {
+        let engine = Engine {
             inner: Arc::new(Inner {
                 rooms,
                 sessions: DashMap::new(),
@@ -152,8 +168,20 @@ impl Engine {
                 security,
                 caps: config.connections,
                 next_session: AtomicU64::new(1),
+                cluster: config.cluster,
             }),
-        })
+        };
+        if let Some(cluster) = &engine.inner.cluster {
+            let weak = Arc::downgrade(&engine.inner);
+            let connections = move || weak.upgrade().map_or(0, |i| i.sessions.len());
+            cluster.attach(engine.inner.cells.clone(), Box::new(connections));
+        }
+        Ok(engine)
+    }
+
+    /// The cluster as this node sees it (`None`: one node alone).
+    pub fn cluster(&self) -> Option<ClusterView> {
+        self.inner.cluster.as_ref().map(Cluster::view)
     }
 
     /// The one access check: whether `who` may do `action` on `topic`, joined `private` or

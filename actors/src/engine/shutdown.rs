@@ -1,7 +1,8 @@
 //! The ordered shutdown, inside the runtime: every session is told to close with 4001 (the
 //! server stopped accepting before this is called) → rooms and cells stop as their last
 //! members leave, and the caller's own parts (jobs) stop → the storage writers write what they
-//! hold and stop, awaited. A publication accepted before the call is in the database when it
+//! hold and stop, awaited → in a cluster, a goodbye, so the other nodes drop this node's
+//! presences at once. A publication accepted before the call is in the database when it
 //! returns.
 
 use std::future::Future;
@@ -39,5 +40,10 @@ impl Engine {
         storage.writers.stop().await;
         stop_all([storage.geo_writer.clone().recipient()]).await;
         tracing::info!("storage writers flushed and stopped");
+        if let Some(cluster) = &self.inner.cluster {
+            // Last: what the writers just delivered has gone out before the goodbye.
+            cluster.leave().await;
+            tracing::info!("left the cluster");
+        }
     }
 }

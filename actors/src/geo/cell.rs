@@ -190,6 +190,9 @@ impl Actor for Cell {
 
     fn stopping(&mut self, ctx: &mut Self::Context) -> Running {
         self.registry.remove(&self.name, &ctx.address());
+        if let Some(r) = self.registry.remote() {
+            r.cell_stopped(&self.name);
+        }
         Running::Stop
     }
 
@@ -466,7 +469,11 @@ impl Cell {
             return;
         }
         let batch: Arc<Vec<Beacon>> = Arc::new(self.pending.drain().map(|(_, b)| b).collect());
-        let (targets, capped) = flush_targets(&self.registry, self.centre, &batch);
+        let spread_m = spread_m(self.centre, &batch);
+        if let Some(r) = self.registry.remote() {
+            r.beacons(self.centre, spread_m, &batch);
+        }
+        let (targets, capped) = flush_targets(&self.registry, self.centre, spread_m, "");
         if capped {
             m::geo_capped(GeoCap::BeaconCells);
         }
@@ -482,18 +489,26 @@ impl Cell {
 /// exact or coarse, lies within `spread` of the centre, so one nearest-first search of radius
 /// `spread + reach` holds every cell any beacon could reach: one cover per ring for the whole
 /// batch rather than one per beacon, and no duplicate targets to remove.
-pub(super) fn flush_targets(
+/// Beacons from another node arrive with their cell's centre and spread and reach the cells
+/// under `prefix` (the area they were routed to).
+pub fn flush_targets(
     registry: &CellRegistry,
     centre: Point,
-    batch: &[Beacon],
+    spread_m: f64,
+    prefix: &str,
 ) -> (Vec<Addr<Cell>>, bool) {
-    let spread_m = batch
-        .iter()
-        .map(|b| haversine_m(centre, b.point).max(haversine_m(centre, b.coarse)))
-        .fold(0.0, f64::max);
     registry.nearest_targets(
         centre,
         spread_m + registry.reach_m(),
         registry.limits().beacon_cells_max,
+        prefix,
     )
+}
+
+/// How far from `centre` the farthest beacon of `batch` lies (exact or coarse), in metres.
+pub fn spread_m(centre: Point, batch: &[Beacon]) -> f64 {
+    batch
+        .iter()
+        .map(|b| haversine_m(centre, b.point).max(haversine_m(centre, b.coarse)))
+        .fold(0.0, f64::max)
 }

@@ -6,12 +6,13 @@ use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use actix::prelude::*;
 use locus_geo::Point;
 
 use super::cell::Cell;
+use super::remote::GeoRemote;
 use crate::config::GeoLimits;
 use crate::metrics as m;
 
@@ -64,6 +65,7 @@ pub(super) fn nearest<'a, V>(
     center: Point,
     radius_m: f64,
     cells_max: usize,
+    prefix: &str,
 ) -> (Vec<&'a V>, bool) {
     let mut seen: HashSet<&str> = HashSet::new();
     let mut out = Vec::new();
@@ -78,7 +80,8 @@ pub(super) fn nearest<'a, V>(
         for p in &prefixes {
             let under = cells
                 .range::<str, _>((Bound::Included(p.as_str()), Bound::Unbounded))
-                .take_while(|(name, _)| name.starts_with(p.as_str()));
+                .take_while(|(name, _)| name.starts_with(p.as_str()))
+                .filter(|(name, _)| name.starts_with(prefix));
             for (name, v) in under {
                 if !seen.insert(name.as_str()) {
                     continue;
@@ -103,6 +106,8 @@ pub struct CellRegistry {
     limits: Arc<GeoLimits>,
     /// How far a beacon must travel: the widest live subscription.
     reach: Arc<Reach>,
+    /// The other nodes, once the cluster is connected (never for one node alone).
+    remote: Arc<OnceLock<Arc<dyn GeoRemote>>>,
 }
 
 impl CellRegistry {
@@ -111,7 +116,19 @@ impl CellRegistry {
             cells: Arc::new(RwLock::new(BTreeMap::new())),
             limits: Arc::new(limits),
             reach: Arc::new(Reach::default()),
+            remote: Arc::default(),
         }
+    }
+
+    /// Sends geo events to other nodes through `remote` from now on (set once, before any
+    /// cell starts).
+    pub fn set_remote(&self, remote: Arc<dyn GeoRemote>) {
+        let _ = self.remote.set(remote);
+    }
+
+    /// The other nodes, in a cluster.
+    pub fn remote(&self) -> Option<&Arc<dyn GeoRemote>> {
+        self.remote.get()
     }
 
     pub fn limits(&self) -> &GeoLimits {
@@ -132,6 +149,9 @@ impl CellRegistry {
                 let addr = Cell::new(Arc::from(name), self.clone()).start();
                 cells.insert(name.to_owned(), addr.clone());
                 m::cells().increment(1.0);
+                if let Some(r) = self.remote() {
+                    r.cell_started(name);
+                }
                 addr
             }
         }
@@ -163,16 +183,17 @@ impl CellRegistry {
         self.reach.max_m.load(Ordering::Acquire) as f64
     }
 
-    /// Up to `cells_max` active cells that can hold a member within `radius_m` of `center`,
-    /// nearest first, and whether some were left out (see [`nearest`]).
+    /// Up to `cells_max` active cells under `prefix` ("" for all) that can hold a member within
+    /// `radius_m` of `center`, nearest first, and whether some were left out (see [`nearest`]).
     pub fn nearest_targets(
         &self,
         center: Point,
         radius_m: f64,
         cells_max: usize,
+        prefix: &str,
     ) -> (Vec<Addr<Cell>>, bool) {
         let cells = self.cells.read().expect("cell map lock");
-        let (found, capped) = nearest(&cells, &self.limits, center, radius_m, cells_max);
+        let (found, capped) = nearest(&cells, &self.limits, center, radius_m, cells_max, prefix);
         (found.into_iter().cloned().collect(), capped)
     }
 
@@ -181,6 +202,12 @@ impl CellRegistry {
     /// exact, uncapped set a stored post must reach (posts are rate-limited per connection).
     /// Cost: one cover plus one range scan per covering cell — proportional to active cells.
     pub fn targets(&self, point: Point, radius_m: f64) -> Vec<Addr<Cell>> {
+        self.targets_under(point, radius_m, "")
+    }
+
+    /// [`targets`](Self::targets) among the cells whose name starts with `prefix` (a post
+    /// another node routed to this node for that area).
+    pub fn targets_under(&self, point: Point, radius_m: f64, prefix: &str) -> Vec<Addr<Cell>> {
         let l = &self.limits;
         let (_, prefixes) = locus_geo::cover(
             point,
@@ -195,6 +222,7 @@ impl CellRegistry {
                 cells
                     .range(p.clone()..)
                     .take_while(|(k, _)| k.starts_with(p.as_str()))
+                    .filter(|(k, _)| k.starts_with(prefix))
                     .map(|(_, a)| a.clone()),
             );
         }
@@ -214,7 +242,7 @@ impl CellRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::geo::cell::{coarse, flush_targets, window, Beacon};
+    use crate::geo::cell::{coarse, flush_targets, spread_m, window, Beacon};
     use std::collections::HashMap;
 
     fn p(lat: f64, lng: f64) -> Point {
@@ -273,23 +301,23 @@ mod tests {
             .into_iter()
             .map(|n| (n.clone(), n.clone()))
             .collect();
-        let (all, capped) = nearest(&cells, &limits, centre, 50_000.0, 256);
+        let (all, capped) = nearest(&cells, &limits, centre, 50_000.0, 256, "");
         assert!(!capped);
         let mut distinct: Vec<&String> = all.clone();
         distinct.sort();
         distinct.dedup();
         assert_eq!((all.len(), distinct.len()), (4, 4), "{all:?}");
         assert_eq!(all[0], &own, "the own cell comes first");
-        let (kept, capped) = nearest(&cells, &limits, centre, 50_000.0, 2);
+        let (kept, capped) = nearest(&cells, &limits, centre, 50_000.0, 2, "");
         assert!(capped);
         assert_eq!(kept, vec![&own, &near]);
-        let (local, capped) = nearest(&cells, &limits, centre, 1_000.0, 256);
+        let (local, capped) = nearest(&cells, &limits, centre, 1_000.0, 256, "");
         assert!(!capped);
         assert!(
             !local.contains(&&mid) && !local.contains(&&far),
             "{local:?}"
         );
-        let (none, capped) = nearest(&cells, &limits, centre, 50_000.0, 4);
+        let (none, capped) = nearest(&cells, &limits, centre, 50_000.0, 4, "");
         assert_eq!(
             (none.len(), capped),
             (4, false),
@@ -353,14 +381,14 @@ mod tests {
                     }
                 })
                 .collect();
-            let (targets, capped) = flush_targets(&cells, centre, &batch);
+            let (targets, capped) = flush_targets(&cells, centre, spread_m(centre, &batch), "");
             assert!(capped, "three cells in reach, two allowed");
             assert_eq!(targets, vec![own.clone(), near.clone()]);
             let wide = CellRegistry {
                 limits: Arc::new(GeoLimits::default()),
                 ..cells.clone()
             };
-            let (targets, capped) = flush_targets(&wide, centre, &batch);
+            let (targets, capped) = flush_targets(&wide, centre, spread_m(centre, &batch), "");
             assert!(!capped);
             assert_eq!(targets.len(), 3, "each cell once");
             assert!(targets.contains(&far));

@@ -58,7 +58,8 @@ impl Delivery {
         client_id: Option<Arc<str>>,
         created_at_ms: i64,
     ) {
-        if let Some(cache) = &self.cache {
+        // In a cluster the topic's room fills the window, in offset order across nodes.
+        if let Some(cache) = self.cache.as_ref().filter(|_| !self.broker.is_clustered()) {
             let cached = Arc::new(CachedPublication {
                 offset,
                 event: publication.event.clone(),
@@ -73,6 +74,7 @@ impl Delivery {
             epoch,
             client_id,
             replayed: false,
+            created_at_ms,
         });
         let _ = self.broker.publish(publication);
     }
@@ -87,6 +89,9 @@ impl Delivery {
             if cell.try_send(Fanout(post.clone())).is_err() {
                 m::dropped(DropReason::CellMailboxFull);
             }
+        }
+        if let Some(remote) = self.cells.remote() {
+            remote.post(&post);
         }
         let hash = locus_geo::encode(post.point, GEO_ROOM_LEN_MAX);
         let payload: Arc<serde_json::value::RawValue> = Arc::from(raw(post.payload(None)));

@@ -198,6 +198,12 @@ impl HistoryCache {
         }
     }
 
+    /// Forgets `topic`'s window: in a cluster only a running room sees every publication of its
+    /// topic, so the window of a topic whose room stopped would go stale.
+    pub fn forget(&self, topic: &str) {
+        self.lock().remove(topic, WindowEviction::Unwatched);
+    }
+
     /// Publications of `topic` after `after_offset` in `epoch`, if the window covers them.
     pub fn after(&self, topic: &str, epoch: &str, after_offset: u64) -> Coverage {
         self.covering(topic, epoch, after_offset, false)

@@ -44,7 +44,7 @@ pub(crate) enum Wanted {
 }
 
 /// A stored publication as kept in memory and replayed.
-fn cached(p: locus_storage::Stored) -> Arc<CachedPublication> {
+pub(crate) fn cached(p: locus_storage::Stored) -> Arc<CachedPublication> {
     let body = match p.encoding {
         locus_storage::Encoding::Json => match String::from_utf8(p.payload)
             .ok()

@@ -16,6 +16,7 @@
 
 pub mod presence;
 pub mod registry;
+pub mod sequence;
 pub mod typing;
 
 use std::collections::HashMap;
@@ -26,7 +27,9 @@ use actix::prelude::*;
 use locus_protocol::{encode_message, OutFrame, Vsn};
 use serde_json::{Map, Value};
 
-use crate::broker::{Deliver, Durable, Publication};
+use crate::broker::{
+    Deliver, Durable, LocalPresence, Publication, Remote, RemoteEvent, RemoteEvent as Ev,
+};
 use crate::config::RoomLimits;
 use crate::connection::outbox::{Outbox, PushError};
 use crate::metrics::{self as m, DropReason};
@@ -35,9 +38,13 @@ pub use crate::publish::recovery::Recovery;
 use crate::refusal::{Code, Refusal};
 use crate::room::presence::{PresenceBounds, PresenceDiff, PresenceState};
 use crate::room::registry::RoomRegistry;
+use crate::room::sequence::Sequence;
 use crate::room::typing::{TypingOutcome, TypingState};
 use crate::wire::{self, encode_broadcast, raw};
 use crate::SessionId;
+
+/// Most bytes one read of an offset gap from the database may return (the rest is read next).
+const GAP_READ_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// Room for the join reply beside `presence_state` when checking that a joiner's queue can take
 /// both, in bytes (the reply is `{"postgres_changes":[],"recovered":…}` plus the envelope).
@@ -78,6 +85,10 @@ pub struct Room {
     typing_timer: Option<SpawnHandle>,
     registry: RoomRegistry,
     limits: RoomLimits,
+    /// In a cluster, a durable topic's offset order (see [`sequence`]).
+    sequence: Option<Sequence>,
+    /// A gap is being waited for or read from the database.
+    gap_pending: bool,
 }
 
 impl Room {
@@ -97,7 +108,28 @@ impl Room {
             typing_timer: None,
             registry,
             limits,
+            sequence: None,
+            gap_pending: false,
         }
+    }
+
+    /// The broker has the room's subscription: take the other nodes' presence and, for a
+    /// durable topic in a cluster, the offset from which to deliver in order.
+    fn ready(&mut self, events: Vec<RemoteEvent>, next_offset: Option<u64>) {
+        for event in events {
+            self.apply_remote(&event);
+        }
+        self.sequence = next_offset.map(Sequence::new);
+    }
+
+    fn apply_remote(&mut self, event: &RemoteEvent) {
+        let bounds = self.presence_bounds();
+        let diff = match event {
+            Ev::Presence { node, delta } => self.presence.apply_remote(*node, delta, &bounds),
+            Ev::Snapshot { node, entries } => self.presence.replace_node(*node, entries, &bounds),
+            Ev::NodeGone { node } => self.presence.remove_node(*node),
+        };
+        self.send_presence_diff(&diff);
     }
 }
 
@@ -232,6 +264,7 @@ impl Handler<Join> for Room {
                 epoch: epoch.clone().unwrap_or_else(|| Arc::from("")),
                 client_id: p.client_id.clone(),
                 replayed: replay,
+                created_at_ms: p.created_at_ms,
             };
             let meta = durable.meta_json();
             ok = match encode_broadcast(msg.vsn, &self.topic, &p.event, &p.body, Some(&meta)) {
@@ -289,9 +322,47 @@ impl Handler<Leave> for Room {
 impl Handler<Deliver> for Room {
     type Result = ();
 
-    /// Encodes the publication once per version in use and pushes it to every member.
+    /// Fans the publication out to every member; in a cluster, a durable topic's publications
+    /// in offset order.
     fn handle(&mut self, Deliver { publication }: Deliver, ctx: &mut Self::Context) {
-        let frames = self.encode_publication(&publication);
+        match &mut self.sequence {
+            Some(seq) if publication.durable.is_some() => {
+                for p in seq.offer(publication) {
+                    self.fan_out(&p);
+                }
+                self.watch_gap(ctx);
+            }
+            _ => self.fan_out(&publication),
+        }
+        self.stop_if_empty(ctx);
+    }
+}
+
+impl Handler<Remote> for Room {
+    type Result = ();
+
+    /// Applies another node's presence change (or departure) and tells the members.
+    fn handle(&mut self, Remote(event): Remote, _ctx: &mut Self::Context) {
+        self.apply_remote(&event);
+    }
+}
+
+impl Handler<LocalPresence> for Room {
+    type Result = MessageResult<LocalPresence>;
+
+    /// This node's presence in the room, for another node syncing it.
+    fn handle(&mut self, _: LocalPresence, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.presence.local_entries())
+    }
+}
+
+impl Room {
+    /// Encodes the publication once per version in use and pushes it to every member.
+    fn fan_out(&mut self, publication: &Publication) {
+        if self.sequence.is_some() {
+            self.remember(publication);
+        }
+        let frames = self.encode_publication(publication);
         let mut delivered = 0u64;
         let mut queued_bytes = 0usize;
         let mut failed: Vec<SessionId> = Vec::new();
@@ -329,7 +400,95 @@ impl Handler<Deliver> for Room {
         for id in failed {
             self.remove_member(id);
         }
-        self.stop_if_empty(ctx);
+    }
+
+    /// In a cluster, the history window is fed by the room, in offset order: only a running
+    /// room sees every publication of its topic.
+    fn remember(&self, p: &Publication) {
+        if let (Some(cache), Some(d)) = (self.registry.cache(), &p.durable) {
+            let cached = CachedPublication {
+                offset: d.offset,
+                event: p.event.clone(),
+                body: p.body.clone(),
+                client_id: d.client_id.clone(),
+                created_at_ms: d.created_at_ms,
+            };
+            cache.push(&self.key, &d.epoch, Arc::new(cached));
+        }
+    }
+
+    /// Waits `cluster.gap_wait_ms` on an open offset gap, then reads it from the database.
+    fn watch_gap(&mut self, ctx: &mut Context<Self>) {
+        let (Some(seq), Some(sequencing)) = (&self.sequence, self.registry.sequencing()) else {
+            return;
+        };
+        if self.gap_pending || seq.gap().is_none() {
+            return;
+        }
+        self.gap_pending = true;
+        ctx.run_later(sequencing.gap_wait, |room, ctx| room.read_gap(ctx));
+    }
+
+    fn read_gap(&mut self, ctx: &mut Context<Self>) {
+        let (Some(seq), Some(sequencing)) = (&self.sequence, self.registry.sequencing()) else {
+            return;
+        };
+        let Some((from, to)) = seq.gap() else {
+            self.gap_pending = false;
+            return;
+        };
+        let (store, key) = (sequencing.store.clone(), self.key.clone());
+        let limit = ((to - from) as usize).min(sequence::HELD_MAX);
+        let read = async move {
+            use locus_storage::Storage;
+            store
+                .history(&key, from - 1, limit, GAP_READ_BYTES_MAX)
+                .await
+        };
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(read).map(|read, room, ctx| {
+                room.gap_pending = false;
+                let ready = match (read, room.sequence.as_mut()) {
+                    (Ok(h), Some(seq)) if !h.publications.is_empty() => {
+                        m::cluster_gap_fill("filled");
+                        let epoch: Arc<str> = Arc::from(h.epoch.unwrap_or_default());
+                        let found = (h.publications.into_iter())
+                            .map(|p| Arc::new(stored_publication(&room.key, &epoch, p)))
+                            .collect();
+                        seq.fill(found)
+                    }
+                    (_, Some(seq)) => {
+                        m::cluster_gap_fill("failed");
+                        seq.skip_gap()
+                    }
+                    (_, None) => Vec::new(),
+                };
+                for p in ready {
+                    room.fan_out(&p);
+                }
+                room.watch_gap(ctx);
+                room.stop_if_empty(ctx);
+            }),
+        );
+    }
+}
+
+/// A publication read from the database, as the room delivers it.
+fn stored_publication(key: &Arc<str>, epoch: &Arc<str>, p: locus_storage::Stored) -> Publication {
+    let cached = crate::publish::recovery::cached(p);
+    Publication {
+        topic: key.clone(),
+        event: cached.event.clone(),
+        body: cached.body.clone(),
+        sender: None,
+        accepted_at: Instant::now(),
+        durable: Some(Durable {
+            offset: cached.offset,
+            epoch: epoch.clone(),
+            client_id: cached.client_id.clone(),
+            replayed: false,
+            created_at_ms: cached.created_at_ms,
+        }),
     }
 }
 
@@ -502,6 +661,13 @@ impl Room {
     fn send_presence_diff(&self, diff: &PresenceDiff) {
         if diff.is_empty() {
             return;
+        }
+        let broker = self.registry.broker();
+        if broker.is_clustered() {
+            let delta = diff.local_delta();
+            if !delta.is_empty() {
+                broker.publish_presence(&self.key, delta);
+            }
         }
         let payload = raw(diff.to_json());
         self.push_to_members(

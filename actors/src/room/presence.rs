@@ -11,7 +11,24 @@ use std::collections::HashMap;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::broker::{NodeRef, PresenceDelta, PresenceEntry, PresenceLeave, LOCAL_NODE};
 use crate::SessionId;
+
+/// Who holds a meta: a session of this node ([`LOCAL_NODE`]) or of another node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Owner {
+    node: NodeRef,
+    session: SessionId,
+}
+
+impl Owner {
+    fn local(session: SessionId) -> Owner {
+        Owner {
+            node: LOCAL_NODE,
+            session,
+        }
+    }
+}
 
 /// Bytes a meta adds to `presence_state` besides its key and fields: the `phx_ref` and the JSON
 /// punctuation around them (an upper bound, so the accounting never undercounts).
@@ -49,7 +66,7 @@ pub enum PresenceFull {
 #[derive(Debug, Clone, Serialize)]
 struct Meta {
     #[serde(skip)]
-    session: SessionId,
+    owner: Owner,
     /// What this meta adds to the encoded state, in bytes (key included).
     #[serde(skip)]
     cost_bytes: usize,
@@ -75,6 +92,27 @@ impl PresenceDiff {
         self.joins.is_empty() && self.leaves.is_empty()
     }
 
+    /// The part of this diff made by this node's sessions, as the other nodes receive it.
+    pub fn local_delta(&self) -> PresenceDelta {
+        let local = |m: &&(String, Meta)| m.1.owner.node == LOCAL_NODE;
+        PresenceDelta {
+            joins: (self.joins.iter().filter(local))
+                .map(|(k, m)| entry(k, m))
+                .collect(),
+            leaves: (self.leaves.iter().filter(local))
+                .map(|(key, m)| PresenceLeave {
+                    session: m.owner.session,
+                    key: key.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    fn extend(&mut self, other: PresenceDiff) {
+        self.joins.extend(other.joins);
+        self.leaves.extend(other.leaves);
+    }
+
     /// The `presence_diff` payload.
     pub fn to_json(&self) -> String {
         fn group(items: &[(String, Meta)]) -> HashMap<&str, Metas<'_>> {
@@ -97,6 +135,16 @@ impl PresenceDiff {
             leaves: group(&self.leaves),
         })
         .expect("presence diff serializes")
+    }
+}
+
+/// A diff item as it crosses nodes.
+fn entry(key: &str, m: &Meta) -> PresenceEntry {
+    PresenceEntry {
+        session: m.owner.session,
+        key: key.to_owned(),
+        phx_ref: m.phx_ref.clone(),
+        meta: m.fields.clone(),
     }
 }
 
@@ -132,6 +180,19 @@ impl PresenceState {
         fields: Map<String, Value>,
         bounds: &PresenceBounds,
     ) -> Result<PresenceDiff, PresenceFull> {
+        self.upsert(Owner::local(session), key, fields, None, bounds)
+    }
+
+    /// Tracks (or updates) `owner`'s meta under `key`; a meta from another node keeps the
+    /// `phx_ref` it was given there. Unchanged metas make an empty diff.
+    fn upsert(
+        &mut self,
+        owner: Owner,
+        key: &str,
+        fields: Map<String, Value>,
+        phx_ref: Option<&str>,
+        bounds: &PresenceBounds,
+    ) -> Result<PresenceDiff, PresenceFull> {
         let fields_bytes = serde_json::to_vec(&fields).map_or(0, |v| v.len());
         // Keys are counted as encoded: escaping can make a key several times longer.
         let key_bytes = serde_json::to_string(key).map_or(key.len(), |k| k.len());
@@ -139,7 +200,7 @@ impl PresenceState {
         let existing = self
             .by_key
             .get(key)
-            .and_then(|metas| metas.iter().find(|m| m.session == session))
+            .and_then(|metas| metas.iter().find(|m| m.owner == owner))
             .map(|m| m.cost_bytes);
         if existing.is_none() {
             if self.by_key.get(key).map_or(0, Vec::len) >= bounds.metas_per_key_max {
@@ -155,7 +216,11 @@ impl PresenceState {
         }
         self.state_bytes = state_bytes;
         let metas = self.by_key.entry(key.to_owned()).or_default();
-        let meta = match metas.iter_mut().find(|m| m.session == session) {
+        let meta = match metas.iter_mut().find(|m| m.owner == owner) {
+            Some(existing) if phx_ref.is_some() && existing.fields == fields => {
+                // A remote join seen again (a snapshot after its delta): nothing to announce.
+                return Ok(PresenceDiff::default());
+            }
             Some(existing) => {
                 existing.fields = fields;
                 existing.cost_bytes = cost_bytes;
@@ -163,10 +228,10 @@ impl PresenceState {
             }
             None => {
                 let meta = Meta {
-                    session,
+                    owner,
                     cost_bytes,
                     fields,
-                    phx_ref: crate::ids::next_phx_ref(),
+                    phx_ref: phx_ref.map_or_else(crate::ids::next_phx_ref, str::to_owned),
                 };
                 metas.push(meta.clone());
                 self.metas += 1;
@@ -181,9 +246,94 @@ impl PresenceState {
 
     /// Removes the meta of `session` under `key`, if any.
     pub fn untrack(&mut self, session: SessionId, key: &str) -> PresenceDiff {
+        self.remove(Owner::local(session), key)
+    }
+
+    /// Applies another node's presence change; joins past `bounds` are left out and counted.
+    pub fn apply_remote(
+        &mut self,
+        node: NodeRef,
+        delta: &PresenceDelta,
+        bounds: &PresenceBounds,
+    ) -> PresenceDiff {
+        let mut diff = PresenceDiff::default();
+        for leave in &delta.leaves {
+            diff.extend(self.remove(
+                Owner {
+                    node,
+                    session: leave.session,
+                },
+                &leave.key,
+            ));
+        }
+        for e in &delta.joins {
+            let owner = Owner {
+                node,
+                session: e.session,
+            };
+            match self.upsert(owner, &e.key, e.meta.clone(), Some(&e.phx_ref), bounds) {
+                Ok(d) => diff.extend(d),
+                Err(_) => crate::metrics::dropped(crate::metrics::DropReason::PresenceRemoteFull),
+            }
+        }
+        diff
+    }
+
+    /// Replaces everything held for `node` by `entries` (its snapshot).
+    pub fn replace_node(
+        &mut self,
+        node: NodeRef,
+        entries: &[PresenceEntry],
+        bounds: &PresenceBounds,
+    ) -> PresenceDiff {
+        let keep = |o: &Owner, key: &str| {
+            entries
+                .iter()
+                .any(|e| e.session == o.session && e.key == key)
+        };
+        let mut diff = self.remove_where(|o, key| o.node == node && !keep(o, key));
+        let delta = PresenceDelta {
+            joins: entries.to_vec(),
+            leaves: Vec::new(),
+        };
+        diff.extend(self.apply_remote(node, &delta, bounds));
+        diff
+    }
+
+    /// Removes every meta of `node` (dead or shut down).
+    pub fn remove_node(&mut self, node: NodeRef) -> PresenceDiff {
+        self.remove_where(|o, _| o.node == node)
+    }
+
+    /// This node's entries, for another node syncing the room.
+    pub fn local_entries(&self) -> Vec<PresenceEntry> {
+        let mut out = Vec::new();
+        for (key, metas) in &self.by_key {
+            for m in metas.iter().filter(|m| m.owner.node == LOCAL_NODE) {
+                out.push(entry(key, m));
+            }
+        }
+        out
+    }
+
+    fn remove_where(&mut self, doomed: impl Fn(&Owner, &str) -> bool) -> PresenceDiff {
+        let mut gone = Vec::new();
+        for (key, metas) in &self.by_key {
+            for m in metas.iter().filter(|m| doomed(&m.owner, key)) {
+                gone.push((m.owner, key.clone()));
+            }
+        }
+        let mut diff = PresenceDiff::default();
+        for (owner, key) in gone {
+            diff.extend(self.remove(owner, &key));
+        }
+        diff
+    }
+
+    fn remove(&mut self, owner: Owner, key: &str) -> PresenceDiff {
         let mut diff = PresenceDiff::default();
         if let Some(metas) = self.by_key.get_mut(key) {
-            if let Some(pos) = metas.iter().position(|m| m.session == session) {
+            if let Some(pos) = metas.iter().position(|m| m.owner == owner) {
                 let meta = metas.remove(pos);
                 self.metas -= 1;
                 self.state_bytes -= meta.cost_bytes;

@@ -5,15 +5,27 @@
 //! workers does not contend on one lock.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use dashmap::DashMap;
+use futures_util::future::BoxFuture;
+use locus_storage::{AnyStore, Storage};
 
-use crate::broker::Broker;
-use crate::config::RoomLimits;
+use crate::broker::{Broker, RoomLink};
+use crate::config::{RoomLimits, StorageLimits};
 use crate::metrics as m;
 use crate::publish::history::HistoryCache;
 use crate::room::Room;
+
+/// In a cluster, how durable rooms keep offset order: the store to read gaps from and which
+/// topics are durable.
+#[derive(Clone)]
+pub struct Sequencing {
+    pub store: AnyStore,
+    pub storage: StorageLimits,
+    pub gap_wait: Duration,
+}
 
 /// Room key (see [`crate::topic::Topic::room_key`]) → room actor. A running room is subscribed
 /// to its topic at the broker; it unsubscribes as it stops.
@@ -23,6 +35,7 @@ pub struct RoomRegistry {
     limits: RoomLimits,
     cache: Option<HistoryCache>,
     broker: Arc<dyn Broker>,
+    sequencing: Option<Sequencing>,
 }
 
 impl RoomRegistry {
@@ -32,7 +45,41 @@ impl RoomRegistry {
             limits,
             cache,
             broker,
+            sequencing: None,
         }
+    }
+
+    /// Durable rooms sequence their publications by offset (a cluster).
+    pub fn with_sequencing(mut self, sequencing: Sequencing) -> Self {
+        self.sequencing = Some(sequencing);
+        self
+    }
+
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.broker
+    }
+
+    pub(super) fn sequencing(&self) -> Option<&Sequencing> {
+        self.sequencing.as_ref()
+    }
+
+    /// For a durable topic's room in a cluster: reads the offset its next publication gets,
+    /// once the room's subscription is live (so every later one reaches the room).
+    fn next_offset(&self, key: &Arc<str>) -> Option<BoxFuture<'static, Option<u64>>> {
+        let seq = self.sequencing.as_ref()?;
+        if !seq.storage.is_durable(key) {
+            return None;
+        }
+        let (store, key) = (seq.store.clone(), key.clone());
+        Some(Box::pin(async move {
+            match store.topic_meta(&key).await {
+                Ok(meta) => Some(meta.next_offset),
+                Err(e) => {
+                    tracing::warn!(topic = %key, error = %e, "room: topic offsets unreadable; delivering unsequenced");
+                    None
+                }
+            }
+        }))
     }
 
     /// The durable history window, when storage is on.
@@ -62,18 +109,41 @@ impl RoomRegistry {
         entry.clone()
     }
 
+    /// Starts the room of `topic`. It answers no message (no join) until the broker has its
+    /// subscription live and, in a cluster, the other nodes' presence and the topic's next
+    /// offset are known.
     fn start(&self, topic: &str) -> Addr<Room> {
         m::rooms().increment(1.0);
         let key: Arc<str> = Arc::from(topic);
-        let room = Room::new(key.clone(), self.clone(), self.limits.clone()).start();
-        self.broker.subscribe(key, room.clone().recipient());
-        room
+        let registry = self.clone();
+        Room::create(move |ctx| {
+            let subscribed = registry.broker.subscribe(key.clone(), link(&ctx.address()));
+            let next_offset = registry.next_offset(&key);
+            let ready = async move {
+                let events = subscribed.await;
+                let next = match next_offset {
+                    Some(read) => read.await,
+                    None => None,
+                };
+                (events, next)
+            };
+            ctx.wait(
+                actix::fut::wrap_future::<_, Room>(ready)
+                    .map(|(events, next), room, _| room.ready(events, next)),
+            );
+            Room::new(key, registry.clone(), registry.limits.clone())
+        })
     }
 
     /// Removes `topic` if it still maps to `room` (a newer room for the topic is left alone).
     pub fn remove(&self, topic: &str, room: &Addr<Room>) {
         if self.rooms.remove_if(topic, |_, r| r == room).is_some() {
-            self.broker.unsubscribe(topic, &room.clone().recipient());
+            self.broker.unsubscribe(topic, &link(room));
+            if self.broker.is_clustered() {
+                if let Some(cache) = &self.cache {
+                    cache.forget(topic);
+                }
+            }
         }
     }
 
@@ -84,5 +154,13 @@ impl RoomRegistry {
 
     pub fn is_empty(&self) -> bool {
         self.rooms.is_empty()
+    }
+}
+
+fn link(room: &Addr<Room>) -> RoomLink {
+    RoomLink {
+        deliver: room.clone().recipient(),
+        remote: room.clone().recipient(),
+        local_presence: room.clone().recipient(),
     }
 }

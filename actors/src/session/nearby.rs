@@ -264,6 +264,7 @@ impl UserSession {
             p,
             radius + COVER_SLACK_M + snap_slack_m,
             limits.presence_cells_max,
+            "",
         );
         if capped {
             m::geo_capped(GeoCap::PresenceCells);

@@ -8,9 +8,21 @@
 //!
 //! Guarantee: at most once, in publish order per topic per publisher. A publication that cannot
 //! be accepted is refused with an error (never dropped silently).
+//!
+//! [`remote`] holds what else crosses nodes about a room: presence entries, deltas, snapshots and
+//! node departures, and the [`RoomLink`] a room subscribes with.
+
+pub mod remote;
+
+pub use remote::{
+    LocalPresence, NodeRef, PresenceDelta, PresenceEntry, PresenceLeave, Remote, RemoteEvent,
+    RoomLink, LOCAL_NODE,
+};
 
 use std::sync::Arc;
 use std::time::Instant;
+
+use futures_util::future::BoxFuture;
 
 use actix::prelude::*;
 use bytes::Bytes;
@@ -62,6 +74,8 @@ pub struct Durable {
     pub client_id: Option<Arc<str>>,
     /// Sent again on a join's `broadcast.replay` (`meta.replayed`).
     pub replayed: bool,
+    /// When it was committed (a replay's `since` compares with it).
+    pub created_at_ms: i64,
 }
 
 impl Durable {
@@ -105,12 +119,24 @@ pub trait Broker: Send + Sync + 'static {
     /// `Ok` means accepted: delivery to members is then at most once.
     fn publish(&self, publication: Publication) -> Result<(), BrokerError>;
 
-    /// This node has local members of `topic` now: deliver its publications to `room`.
-    fn subscribe(&self, topic: Arc<str>, room: Recipient<Deliver>);
+    /// This node has local members of `topic` now: deliver its publications to `room`. The
+    /// future resolves once publications made anywhere in the cluster reach the room (or at
+    /// once when the cluster is unreachable), with the other nodes' presence in the room; the
+    /// room answers no join before.
+    fn subscribe(&self, topic: Arc<str>, room: RoomLink) -> BoxFuture<'static, Vec<RemoteEvent>>;
 
     /// The last local member of `topic` left `room`: stop delivering to it (a newer room of the
     /// same topic keeps its subscription).
-    fn unsubscribe(&self, topic: &str, room: &Recipient<Deliver>);
+    fn unsubscribe(&self, topic: &str, room: &RoomLink);
+
+    /// A room's local presence changed: tell the rooms of `topic` on the other nodes.
+    fn publish_presence(&self, _topic: &Arc<str>, _delta: PresenceDelta) {}
+
+    /// Whether presence and durable order must be kept across nodes (a room then sequences
+    /// durable publications and shares its presence).
+    fn is_clustered(&self) -> bool {
+        false
+    }
 
     /// Whether the broker can currently deliver (for `/api/health`).
     fn is_healthy(&self) -> bool;
@@ -119,24 +145,35 @@ pub trait Broker: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 }
 
-/// Single-node broker: its subscriptions are the node's own rooms.
+/// Single-node broker: its subscriptions are the node's own rooms. A cluster broker delivers
+/// to this node's rooms through one too.
 #[derive(Default)]
 pub struct InProcessBroker {
     /// Topic (room key) → the room delivering it; one entry per running room, so bounded by
     /// the rooms the node's sessions hold (`session.channels_per_connection_max` each).
-    rooms: DashMap<Arc<str>, Recipient<Deliver>>,
+    rooms: DashMap<Arc<str>, RoomLink>,
 }
 
-impl Broker for InProcessBroker {
-    fn publish(&self, publication: Publication) -> Result<(), BrokerError> {
-        let Some(room) = self.rooms.get(&*publication.topic).map(|r| r.clone()) else {
+impl InProcessBroker {
+    /// The room of `topic` on this node, if one runs.
+    pub fn room(&self, topic: &str) -> Option<RoomLink> {
+        self.rooms.get(topic).map(|r| r.clone())
+    }
+
+    /// Every room running on this node, with its topic.
+    pub fn rooms(&self) -> Vec<(Arc<str>, RoomLink)> {
+        (self.rooms.iter())
+            .map(|r| (r.key().clone(), r.value().clone()))
+            .collect()
+    }
+
+    /// Hands `publication` to this node's room of its topic, if any.
+    pub fn deliver(&self, publication: Arc<Publication>) -> Result<(), BrokerError> {
+        let Some(room) = self.room(&publication.topic) else {
             // No room means no member on this node: nothing to deliver.
             return Ok(());
         };
-        let deliver = Deliver {
-            publication: Arc::new(publication),
-        };
-        match room.try_send(deliver) {
+        match room.deliver.try_send(Deliver { publication }) {
             Ok(()) => Ok(()),
             Err(SendError::Full(_)) => {
                 m::dropped(DropReason::RoomMailboxFull);
@@ -147,12 +184,29 @@ impl Broker for InProcessBroker {
         }
     }
 
-    fn subscribe(&self, topic: Arc<str>, room: Recipient<Deliver>) {
+    /// Makes `room` the room of `topic` on this node.
+    pub fn insert(&self, topic: Arc<str>, room: RoomLink) {
         self.rooms.insert(topic, room);
     }
 
-    fn unsubscribe(&self, topic: &str, room: &Recipient<Deliver>) {
-        self.rooms.remove_if(topic, |_, r| r == room);
+    /// Removes `room` as the room of `topic`; false when another room holds the topic.
+    pub fn remove(&self, topic: &str, room: &RoomLink) -> bool {
+        self.rooms.remove_if(topic, |_, r| r == room).is_some()
+    }
+}
+
+impl Broker for InProcessBroker {
+    fn publish(&self, publication: Publication) -> Result<(), BrokerError> {
+        self.deliver(Arc::new(publication))
+    }
+
+    fn subscribe(&self, topic: Arc<str>, room: RoomLink) -> BoxFuture<'static, Vec<RemoteEvent>> {
+        self.insert(topic, room);
+        Box::pin(futures_util::future::ready(Vec::new()))
+    }
+
+    fn unsubscribe(&self, topic: &str, room: &RoomLink) {
+        self.remove(topic, room);
     }
 
     fn is_healthy(&self) -> bool {

@@ -1,0 +1,321 @@
+//! [`NatsBroker`]: the broker of a cluster. A publication reaches this node's room at once and
+//! the other nodes through NATS (only those subscribed to its topic receive it); a starting room
+//! subscribes, waits until NATS has the subscription, then asks every live node for its presence.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::envelope::{self, Envelope, Kind};
+use super::interest::Interest;
+use super::{Shared, SYNC_SUBJECT};
+use crate::broker::{
+    Body, Broker, BrokerError, Durable, LocalPresence, NodeRef, PresenceDelta, PresenceEntry,
+    Publication, Remote, RemoteEvent, RoomLink,
+};
+use locus_protocol::PayloadEncoding;
+
+/// The subject of a room's topic: its key in base64url, since topics may hold `.`, `*`, `>` or
+/// spaces, which NATS reads as structure.
+pub(super) fn room_subject(topic: &str) -> String {
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(topic);
+    format!("locus.t.{b64}")
+}
+
+/// A publication's header.
+#[derive(Serialize, Deserialize)]
+struct PublicationHeader {
+    #[serde(rename = "t")]
+    topic: Arc<str>,
+    #[serde(rename = "e")]
+    event: String,
+    /// 0 JSON, 1 server event, 2 binary, 3 binary JSON.
+    #[serde(rename = "b")]
+    body: u8,
+    #[serde(rename = "d", default, skip_serializing_if = "Option::is_none")]
+    durable: Option<DurableHeader>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DurableHeader {
+    #[serde(rename = "o")]
+    offset: u64,
+    #[serde(rename = "p")]
+    epoch: Arc<str>,
+    #[serde(rename = "c", default, skip_serializing_if = "Option::is_none")]
+    client_id: Option<Arc<str>>,
+    #[serde(rename = "a")]
+    created_at_ms: i64,
+}
+
+/// A presence delta's or snapshot's header (no body).
+#[derive(Serialize, Deserialize)]
+pub(super) struct PresenceHeader {
+    #[serde(rename = "t")]
+    pub topic: Arc<str>,
+    #[serde(default)]
+    pub delta: PresenceDelta,
+    #[serde(default)]
+    pub entries: Vec<PresenceEntry>,
+}
+
+/// A presence request of a room starting on some node.
+#[derive(Serialize, Deserialize)]
+pub(super) struct SyncHeader {
+    #[serde(rename = "t")]
+    pub topic: Arc<str>,
+}
+
+fn encode_publication(me: NodeRef, p: &Publication) -> bytes::Bytes {
+    let (kind, body): (u8, &[u8]) = match &p.body {
+        Body::Json(v) => (0, v.get().as_bytes()),
+        Body::Event(v) => (1, v.get().as_bytes()),
+        Body::Binary {
+            encoding: PayloadEncoding::Binary,
+            data,
+        } => (2, data),
+        Body::Binary {
+            encoding: PayloadEncoding::Json,
+            data,
+        } => (3, data),
+    };
+    let header = PublicationHeader {
+        topic: p.topic.clone(),
+        event: p.event.clone(),
+        body: kind,
+        durable: p.durable.as_ref().map(|d| DurableHeader {
+            offset: d.offset,
+            epoch: d.epoch.clone(),
+            client_id: d.client_id.clone(),
+            created_at_ms: d.created_at_ms,
+        }),
+    };
+    envelope::encode(Kind::Publication, me, &header, body)
+}
+
+/// A publication from another node, as this node's rooms take it (no sender: session ids are
+/// per node, so `self: false` was already applied where the publisher is).
+pub(super) fn decode_publication(env: &Envelope) -> Result<Publication, String> {
+    let h: PublicationHeader = env.header().map_err(|e| e.to_string())?;
+    let json = || -> Result<Arc<RawValue>, String> {
+        let text = String::from_utf8(env.body.to_vec()).map_err(|e| e.to_string())?;
+        RawValue::from_string(text)
+            .map(Arc::from)
+            .map_err(|e| e.to_string())
+    };
+    let body = match h.body {
+        0 => Body::Json(json()?),
+        1 => Body::Event(json()?),
+        2 | 3 => Body::Binary {
+            encoding: if h.body == 2 {
+                PayloadEncoding::Binary
+            } else {
+                PayloadEncoding::Json
+            },
+            data: env.body.clone(),
+        },
+        other => return Err(format!("unknown body kind {other}")),
+    };
+    Ok(Publication {
+        topic: h.topic,
+        event: h.event,
+        body,
+        sender: None,
+        accepted_at: Instant::now(),
+        durable: h.durable.map(|d| Durable {
+            offset: d.offset,
+            epoch: d.epoch,
+            client_id: d.client_id,
+            replayed: false,
+            created_at_ms: d.created_at_ms,
+        }),
+    })
+}
+
+/// The broker of a cluster.
+pub struct NatsBroker {
+    shared: Arc<Shared>,
+}
+
+impl NatsBroker {
+    pub(super) fn new(shared: Arc<Shared>) -> Self {
+        NatsBroker { shared }
+    }
+}
+
+impl Broker for NatsBroker {
+    fn publish(&self, publication: Publication) -> Result<(), BrokerError> {
+        let s = &self.shared;
+        let msg = encode_publication(s.me, &publication);
+        let subject = room_subject(&publication.topic);
+        let local = s.local.deliver(Arc::new(publication));
+        s.send(subject, Kind::Publication, msg);
+        local
+    }
+
+    fn subscribe(&self, topic: Arc<str>, room: RoomLink) -> BoxFuture<'static, Vec<RemoteEvent>> {
+        self.shared.local.insert(topic.clone(), room);
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            if !shared.connected() {
+                // Serve local members now; the subscription is made when NATS returns.
+                super::interest::request(&shared, Interest::Room { topic, ready: None });
+                return Vec::new();
+            }
+            let wait = Duration::from_millis(shared.config.node_down_ms);
+            let (ready, subscribed) = tokio::sync::oneshot::channel();
+            let cmd = Interest::Room {
+                topic: topic.clone(),
+                ready: Some(ready),
+            };
+            if shared.interest.send(cmd).await.is_err() {
+                return Vec::new();
+            }
+            let _ = tokio::time::timeout(wait, subscribed).await;
+            (tokio::time::timeout(wait, sync(&shared, &topic)).await).unwrap_or_default()
+        })
+    }
+
+    fn unsubscribe(&self, topic: &str, room: &RoomLink) {
+        if self.shared.local.remove(topic, room) {
+            super::interest::request(&self.shared, Interest::RoomGone(Arc::from(topic)));
+        }
+    }
+
+    fn publish_presence(&self, topic: &Arc<str>, delta: PresenceDelta) {
+        let s = &self.shared;
+        let header = PresenceHeader {
+            topic: topic.clone(),
+            delta,
+            entries: Vec::new(),
+        };
+        let msg = envelope::encode(Kind::Presence, s.me, &header, &[]);
+        s.send(room_subject(topic), Kind::Presence, msg);
+    }
+
+    fn is_clustered(&self) -> bool {
+        true
+    }
+
+    fn is_healthy(&self) -> bool {
+        // Local members are served even while NATS is away (health says `degraded` then).
+        true
+    }
+
+    fn name(&self) -> &'static str {
+        "nats"
+    }
+}
+
+/// Asks every live peer for its presence in `topic` and waits (at most one heartbeat period)
+/// until each has answered.
+async fn sync(shared: &Arc<Shared>, topic: &Arc<str>) -> Vec<RemoteEvent> {
+    let mut waiting: HashSet<NodeRef> = shared.nodes().peers().into_iter().collect();
+    if waiting.is_empty() {
+        return Vec::new();
+    }
+    let inbox = shared.client.new_inbox();
+    let Ok(mut replies) = shared.client.subscribe(inbox.clone()).await else {
+        return Vec::new();
+    };
+    let request = envelope::encode(
+        Kind::Sync,
+        shared.me,
+        &SyncHeader {
+            topic: topic.clone(),
+        },
+        &[],
+    );
+    let sent = shared
+        .client
+        .publish_with_reply(SYNC_SUBJECT, inbox, request)
+        .await;
+    if sent.is_err() {
+        return Vec::new();
+    }
+    crate::metrics::cluster_message("out", Kind::Sync.label());
+    let mut out = Vec::new();
+    let deadline = tokio::time::sleep(Duration::from_millis(shared.config.heartbeat_ms));
+    tokio::pin!(deadline);
+    while !waiting.is_empty() {
+        tokio::select! {
+            msg = replies.next() => {
+                let Some(msg) = msg else { break };
+                let Ok(env) = Envelope::decode(msg.payload) else { continue };
+                let Ok(h) = env.header::<PresenceHeader>() else { continue };
+                waiting.remove(&env.origin);
+                out.push(RemoteEvent::Snapshot { node: env.origin, entries: h.entries });
+            }
+            _ = &mut deadline => break,
+        }
+    }
+    out
+}
+
+/// Answers another node's presence request for a topic: this node's entries (none without a
+/// room).
+pub(super) fn answer_sync(shared: &Arc<Shared>, env: &Envelope, reply: String) {
+    let Ok(h) = env.header::<SyncHeader>() else {
+        return;
+    };
+    let room = shared.local.room(&h.topic);
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let entries = match room {
+            Some(r) => r
+                .local_presence
+                .send(LocalPresence)
+                .await
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let header = PresenceHeader {
+            topic: h.topic,
+            delta: PresenceDelta::default(),
+            entries,
+        };
+        let msg = envelope::encode(Kind::Snapshot, shared.me, &header, &[]);
+        if shared.client.publish(reply, msg).await.is_ok() {
+            crate::metrics::cluster_message("out", Kind::Snapshot.label());
+        }
+    });
+}
+
+/// Every room of this node announces its presence to the other nodes (after NATS reconnects
+/// or a peer appears): they replace what they held for this node.
+pub(super) fn announce_all(shared: &Arc<Shared>) {
+    let rooms = shared.local.rooms();
+    if rooms.is_empty() {
+        return;
+    }
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        for (topic, room) in rooms {
+            let Ok(entries) = room.local_presence.send(LocalPresence).await else {
+                continue;
+            };
+            let header = PresenceHeader {
+                topic: topic.clone(),
+                delta: PresenceDelta::default(),
+                entries,
+            };
+            let msg = envelope::encode(Kind::Snapshot, shared.me, &header, &[]);
+            shared.send(room_subject(&topic), Kind::Snapshot, msg);
+        }
+    });
+}
+
+/// `node` is gone: every room here drops its presences.
+pub(super) fn node_gone(shared: &Arc<Shared>, node: NodeRef) {
+    let event = Arc::new(RemoteEvent::NodeGone { node });
+    for (_, room) in shared.local.rooms() {
+        // Unbounded on purpose: one per room per departed node, and a leave must not be lost.
+        room.remote.do_send(Remote(event.clone()));
+    }
+}

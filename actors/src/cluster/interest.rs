@@ -1,0 +1,223 @@
+//! Interest routing: the NATS subscriptions of this node, and what arrives on them.
+//!
+//! One task owns every subscription, so subscribing and unsubscribing a topic never race: a
+//! room's topic is subscribed while a room of it runs here, an area's prefixes while a cell
+//! under them runs here (counted, since neighbouring cells share prefixes). One reader task per
+//! subscription hands what arrives to the room, the cells, or the node registry.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::broker::{self, decode_publication, room_subject, PresenceHeader};
+use super::envelope::{Envelope, Kind};
+use super::nodes::{Bye, Change, Heartbeat};
+use super::{geo, Shared, NODES_SUBJECT, SYNC_SUBJECT};
+use crate::broker::{Remote, RemoteEvent};
+use crate::metrics::{self as m, DropReason};
+
+/// Longest wait for NATS to confirm a new subscription before a room is let go on, in
+/// milliseconds (it is then confirmed in the background).
+const SUBSCRIBE_FLUSH_MS: u64 = 2_000;
+
+/// A change of this node's interest.
+pub(super) enum Interest {
+    /// A room of `topic` runs here; `ready` is told once NATS has the subscription.
+    Room {
+        topic: Arc<str>,
+        ready: Option<oneshot::Sender<()>>,
+    },
+    /// The room of a topic stopped (a newer one may run already).
+    RoomGone(Arc<str>),
+    /// A cell started (`true`) or stopped here.
+    Cell(String, bool),
+}
+
+/// Queues `cmd` for the interest task without waiting (a full queue hands it to a task).
+pub(super) fn request(shared: &Arc<Shared>, cmd: Interest) {
+    if let Err(mpsc::error::TrySendError::Full(cmd)) = shared.interest.try_send(cmd) {
+        let tx = shared.interest.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(cmd).await;
+        });
+    }
+}
+
+/// The interest task: owns every subscription of this node.
+pub(super) async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Interest>) {
+    let mut rooms: HashMap<Arc<str>, JoinHandle<()>> = HashMap::new();
+    let mut areas: HashMap<String, (usize, JoinHandle<()>)> = HashMap::new();
+    let mut control = Vec::new();
+    for subject in [NODES_SUBJECT, SYNC_SUBJECT] {
+        match shared.client.subscribe(subject).await {
+            Ok(sub) => control.push(tokio::spawn(read(shared.clone(), sub))),
+            Err(e) => tracing::error!(subject, error = %e, "cluster: cannot subscribe"),
+        }
+    }
+    while let Some(cmd) = rx.recv().await {
+        match cmd {
+            Interest::Room { topic, ready } => {
+                if let Entry::Vacant(vacant) = rooms.entry(topic) {
+                    let subject = room_subject(vacant.key());
+                    if let Some(reader) = subscribe(&shared, subject).await {
+                        vacant.insert(reader);
+                    }
+                }
+                if let Some(ready) = ready {
+                    confirm(&shared, ready);
+                }
+            }
+            Interest::RoomGone(topic) => {
+                if shared.local.room(&topic).is_none() {
+                    if let Some(reader) = rooms.remove(&topic) {
+                        reader.abort();
+                    }
+                }
+            }
+            Interest::Cell(cell, up) => {
+                for subject in geo::area_subjects(&cell) {
+                    if up {
+                        if let Some((n, _)) = areas.get_mut(&subject) {
+                            *n += 1;
+                        } else if let Some(reader) = subscribe(&shared, subject.clone()).await {
+                            areas.insert(subject, (1, reader));
+                        }
+                    } else if let Some((n, _)) = areas.get_mut(&subject) {
+                        *n -= 1;
+                        if *n == 0 {
+                            if let Some((_, reader)) = areas.remove(&subject) {
+                                reader.abort();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        m::cluster_subscriptions().set((rooms.len() + areas.len() + control.len()) as f64);
+    }
+}
+
+/// Subscribes `subject` and starts its reader; `None` when the client is closed.
+async fn subscribe(shared: &Arc<Shared>, subject: String) -> Option<JoinHandle<()>> {
+    match shared.client.subscribe(subject.clone()).await {
+        Ok(sub) => Some(tokio::spawn(read(shared.clone(), sub))),
+        Err(e) => {
+            tracing::error!(subject, error = %e, "cluster: cannot subscribe");
+            None
+        }
+    }
+}
+
+/// Tells `ready` once NATS has processed every subscription sent so far (a flush is a
+/// round trip after them), without holding up the interest task.
+fn confirm(shared: &Arc<Shared>, ready: oneshot::Sender<()>) {
+    let client = shared.client.clone();
+    tokio::spawn(async move {
+        let wait = Duration::from_millis(SUBSCRIBE_FLUSH_MS);
+        let _ = tokio::time::timeout(wait, client.flush()).await;
+        let _ = ready.send(());
+    });
+}
+
+/// Reads one subscription until it is dropped (aborting the task unsubscribes).
+async fn read(shared: Arc<Shared>, mut sub: async_nats::Subscriber) {
+    while let Some(msg) = sub.next().await {
+        let reply = msg.reply.map(|r| r.to_string());
+        match Envelope::decode(msg.payload) {
+            Ok(env) if env.origin == shared.me => {}
+            Ok(env) => {
+                m::cluster_message("in", env.kind.label());
+                dispatch(&shared, env, reply);
+            }
+            Err(e) => {
+                m::dropped(DropReason::ClusterMalformed);
+                tracing::warn!(error = %e, "cluster: malformed message");
+            }
+        }
+    }
+}
+
+fn dispatch(shared: &Arc<Shared>, env: Envelope, reply: Option<String>) {
+    match env.kind {
+        Kind::Publication => match decode_publication(&env) {
+            Ok(p) => {
+                let _ = shared.local.deliver(Arc::new(p));
+            }
+            Err(e) => malformed(&e),
+        },
+        Kind::Presence | Kind::Snapshot => {
+            let Ok(h) = env.header::<PresenceHeader>() else {
+                return malformed("presence header");
+            };
+            let Some(room) = shared.local.room(&h.topic) else {
+                return;
+            };
+            let node = env.origin;
+            let event = match env.kind {
+                Kind::Presence => RemoteEvent::Presence {
+                    node,
+                    delta: h.delta,
+                },
+                _ => RemoteEvent::Snapshot {
+                    node,
+                    entries: h.entries,
+                },
+            };
+            // Presence must not be lost to a busy mailbox: bounded by the rooms and the peers.
+            room.remote.do_send(Remote(Arc::new(event)));
+        }
+        Kind::GeoPost => geo::post_arrived(shared, &env),
+        Kind::Beacons => geo::beacons_arrived(shared, &env),
+        Kind::Heartbeat => {
+            let Ok(hb) = env.header::<Heartbeat>() else {
+                return malformed("heartbeat");
+            };
+            let changes = shared.nodes().heard(env.origin, hb, Instant::now());
+            match changes {
+                Some(changes) => node_changes(shared, changes),
+                None => tracing::warn!("cluster: more peers than cluster.nodes_max; ignored"),
+            }
+        }
+        Kind::Bye => {
+            if env.header::<Bye>().is_err() {
+                return malformed("bye");
+            }
+            let change = shared.nodes().bye(env.origin);
+            node_changes(shared, change.into_iter().collect());
+        }
+        Kind::Sync => match reply {
+            Some(reply) => broker::answer_sync(shared, &env, reply),
+            None => malformed("sync without a reply subject"),
+        },
+    }
+}
+
+fn node_changes(shared: &Arc<Shared>, changes: Vec<Change>) {
+    let mut appeared = false;
+    for change in changes {
+        match change {
+            Change::Up(node) => {
+                tracing::info!(node, "cluster: node up");
+                appeared = true;
+            }
+            Change::Gone(node) => {
+                tracing::info!(node, "cluster: node gone, its presences leave");
+                broker::node_gone(shared, node);
+            }
+        }
+    }
+    if appeared {
+        // A peer that had given this node up (or never knew it) learns its presence again.
+        broker::announce_all(shared);
+    }
+}
+
+fn malformed(what: &str) {
+    m::dropped(DropReason::ClusterMalformed);
+    tracing::warn!(what, "cluster: malformed message");
+}
