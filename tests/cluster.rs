@@ -1,12 +1,18 @@
 //! Several nodes as one engine: real `nats-server` and `locus` processes on loopback. Broadcasts,
-//! presence, geo and REST publications across nodes; node death and graceful stop; NATS lost and
-//! back under traffic.
+//! presence, geo and REST publications across nodes; durable offsets with publishers on two
+//! nodes (real Postgres); node death and graceful stop; NATS lost and back under traffic;
+//! realtime-js with its two clients on different nodes.
+//!
+//! Over 400 lines: one scenario per behaviour of the cluster, all sharing the helpers at the top.
 
 mod common;
+#[path = "common/pg.rs"]
+mod pg;
 
 use std::time::{Duration, Instant};
 
 use common::cluster::{eventually, wait_formed, Nats, Node, NODE_DOWN_MS};
+use common::compat::run_node;
 use common::{http_post, Client, Msg, Received, Vsn};
 use serde_json::{json, Value};
 
@@ -288,4 +294,173 @@ async fn local_delivery_survives_nats_loss_and_cross_node_delivery_resumes() {
             "cross-node delivery never resumed"
         );
     }
+}
+
+/// Two publishers on two nodes writing one durable topic (Postgres) get dense, unique offsets;
+/// the members on both nodes receive every publication once, in the same offset order; and a
+/// member rejoining on the other node recovers exactly what it missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_offsets_are_dense_and_in_one_order_on_every_node() {
+    const PER_PUBLISHER: u64 = 200;
+    const WINDOW: u64 = 20;
+    let pg = pg::PgCluster::start();
+    let nats = Nats::start();
+    let url = pg.url();
+    let env = [
+        ("LOCUS_STORAGE__URL", url.as_str()),
+        ("LOCUS_STORAGE__DURABLE_TOPICS", "[\"room:*\"]"),
+    ];
+    let a = Node::start("a", &nats.url(), &env).await;
+    let b = Node::start("b", &nats.url(), &env).await;
+    wait_formed(&[&a, &b], &["a", "b"]).await;
+
+    let mut s1 = connect(&a).await;
+    s1.join(ROOM, json!({})).await;
+    let mut s2 = connect(&b).await;
+    s2.join(ROOM, json!({})).await;
+    let mut p1 = connect(&a).await;
+    let j1 = p1.join(ROOM, json!({"broadcast": {"ack": true}})).await;
+    let mut p2 = connect(&b).await;
+    let j2 = p2.join(ROOM, json!({"broadcast": {"ack": true}})).await;
+
+    let mut acked = Vec::new();
+    let mut epoch = Value::Null;
+    for round in 0..PER_PUBLISHER / WINDOW {
+        for i in 0..WINDOW {
+            let n = round * WINDOW + i;
+            send(&mut p1, &j1, ROOM, n).await;
+            send(&mut p2, &j2, ROOM, 10_000 + n).await;
+        }
+        for p in [&mut p1, &mut p2] {
+            for (_, reply) in p.replies(WINDOW as usize, Duration::from_secs(10)).await {
+                assert_eq!(reply.payload["status"], "ok", "{reply:?}");
+                acked.push(reply.payload["response"]["offset"].as_u64().unwrap());
+                epoch = reply.payload["response"]["epoch"].clone();
+            }
+        }
+    }
+    acked.sort_unstable();
+    let all: Vec<u64> = (1..=2 * PER_PUBLISHER).collect();
+    assert_eq!(acked, all, "dense and unique");
+
+    let mut orders = Vec::new();
+    for s in [&mut s1, &mut s2] {
+        let mut seen = Vec::new();
+        while seen.len() < all.len() {
+            let m = s.next_event("broadcast").await;
+            seen.push(m.payload["meta"]["offset"].as_u64().unwrap());
+        }
+        orders.push(seen);
+    }
+    assert_eq!(orders[0], all, "offset order on a");
+    assert_eq!(orders[1], all, "offset order on b");
+
+    let mut late = connect(&b).await;
+    let reply = late
+        .join_raw(
+            "1",
+            ROOM,
+            json!({"recover": {"epoch": epoch, "offset": 350}}),
+        )
+        .await;
+    assert_eq!(reply.payload["response"]["recovered"], true, "{reply:?}");
+    let mut recovered = Vec::new();
+    while recovered.len() < 50 {
+        let m = late.next_event("broadcast").await;
+        recovered.push(m.payload["meta"]["offset"].as_u64().unwrap());
+    }
+    assert_eq!(recovered, (351..=400).collect::<Vec<_>>());
+}
+
+const NEARBY: &str = "realtime:nearby";
+
+async fn nearby(node: &Node, lat: f64, lng: f64, radius_m: u32) -> (Client, String) {
+    let mut c = connect(node).await;
+    let jr = c
+        .join(NEARBY, json!({"nearby": {"radius_m": radius_m}}))
+        .await;
+    let r = c
+        .push(
+            Some(&jr),
+            NEARBY,
+            "location",
+            json!({"lat": lat, "lng": lng}),
+        )
+        .await;
+    assert_eq!(c.reply_to(&r).await.payload["status"], "ok");
+    (c, jr)
+}
+
+/// A post on one node reaches a nearby member on another node within its radius exactly once
+/// (and not one outside it); a `realtime:geo:<cell>` room on the other node receives it; and
+/// beacons cross nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn geo_posts_rooms_and_beacons_cross_nodes_once() {
+    let nats = Nats::start();
+    let a = Node::start("a", &nats.url(), &[]).await;
+    let b = Node::start("b", &nats.url(), &[]).await;
+    wait_formed(&[&a, &b], &["a", "b"]).await;
+    let (lat, lng) = (52.5200, 13.4050);
+    let subscriptions_before = b.metric("locus_cluster_subscriptions", &[]).await;
+    let (mut near, _) = nearby(&b, lat + 0.001, lng, 1_000).await;
+    let (mut far, _) = nearby(&b, lat + 0.2, lng, 1_000).await;
+    // Each member's cell subscribes its area's prefixes on b; wait until NATS has them.
+    eventually("b listens to the area", || async {
+        b.metric("locus_cluster_subscriptions", &[]).await > subscriptions_before
+    })
+    .await;
+    let cell = locus_geo::encode(locus_geo::Point { lat, lng }, 6);
+    let mut room = connect(&b).await;
+    room.join(&format!("realtime:geo:{cell}"), json!({})).await;
+
+    let (mut poster, pj) = nearby(&a, lat, lng, 1_000).await;
+    let body = json!({"id": "p1", "content": "hello", "lat": lat, "lng": lng, "radius_m": 500});
+    let r = poster.push(Some(&pj), NEARBY, "post", body).await;
+    assert_eq!(poster.reply_to(&r).await.payload["status"], "ok");
+
+    let got = near.next_event("geo_message").await;
+    assert_eq!(got.payload["id"], "p1");
+    assert!(got.payload["distance_m"].as_f64().unwrap() < 200.0);
+    near.assert_none(Duration::from_millis(500), |m| m.event == "geo_message")
+        .await;
+    far.assert_none(Duration::from_millis(100), |m| m.event == "geo_message")
+        .await;
+    assert_eq!(room.next_event("geo_message").await.payload["id"], "p1");
+
+    // The poster's own beacon reaches `near` once b's heartbeat told a how far b's members see.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut step = 0.0;
+    loop {
+        step += 0.00001;
+        let r = poster
+            .push(
+                Some(&pj),
+                NEARBY,
+                "location",
+                json!({"lat": lat + step, "lng": lng}),
+            )
+            .await;
+        poster.reply_to(&r).await;
+        if let Received::Msg(m) = near.recv(Duration::from_millis(300)).await {
+            if m.event == "location" {
+                assert!(m.payload["distance_m"].as_f64().unwrap() < 1_000.0, "{m:?}");
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "no beacon crossed nodes");
+    }
+}
+
+/// realtime-js, unchanged, with its two clients on two nodes: broadcast with ack, binary,
+/// presence with an in-place update, typing and REST all cross nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn realtime_js_clients_on_different_nodes_see_each_other() {
+    let nats = Nats::start();
+    let a = Node::start("a", &nats.url(), &[]).await;
+    let b = Node::start("b", &nats.url(), &[]).await;
+    wait_formed(&[&a, &b], &["a", "b"]).await;
+    let args = vec![a.http(""), "2.0.0".to_owned(), b.http("")];
+    tokio::task::spawn_blocking(move || run_node("realtime_js.cjs", &args))
+        .await
+        .unwrap();
 }

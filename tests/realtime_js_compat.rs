@@ -9,33 +9,10 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
 use common::auth_kit::{now_s, token, token_with, SECRET};
+use common::compat::run_node;
 use common::TestServer;
 use serde_json::json;
-
-/// Runs `script` of tests/compat under node with `args`; fails the test with its output.
-fn run_node(script: &str, args: &[String]) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat");
-    assert!(
-        dir.join("node_modules/@supabase/supabase-js").exists(),
-        "run `npm ci --prefix tests/compat` first (scripts/test.sh does)"
-    );
-    let out = Command::new("node")
-        .arg(dir.join(script))
-        .args(args)
-        .current_dir(&dir)
-        .output()
-        .expect("node runs");
-    assert!(
-        out.status.success(),
-        "{script} {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn run_client(server: &TestServer, vsn: &str) {
     run_node(

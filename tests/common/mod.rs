@@ -4,13 +4,14 @@
 //! - this file: [`TestServer`], one server per test.
 //! - `client.rs`: the raw-protocol WebSocket [`Client`] and the frames it reads and writes.
 //! - `http.rs`: HTTP requests over loopback and the history pager.
-//! - `auth_kit`, `cluster`, `fake_provider`, `jobs_kit`, `process`: kits for one feature's tests each.
+//! - `auth_kit`, `cluster`, `compat`, `fake_provider`, `jobs_kit`, `process`: kits for one feature's tests each.
 //! - `pg.rs`: a throwaway Postgres, included by `#[path]` in the tests that need one.
 #![allow(dead_code)]
 
 pub mod auth_kit;
 mod client;
 pub mod cluster;
+pub mod compat;
 pub mod fake_provider;
 mod http;
 pub mod jobs_kit;

@@ -1,5 +1,7 @@
 // Drives a running Locus with the official @supabase/realtime-js client, unchanged.
-// Usage: node realtime_js.cjs <http://host:port> <vsn>
+// Usage: node realtime_js.cjs <http://host:port> <vsn> [<http://other-node>]
+// With a second node, client B and the REST-only client talk to it (a cluster: every check
+// then crosses nodes).
 // Exits 0 when every check passed; otherwise prints the failed check and exits 1.
 'use strict';
 const { RealtimeClient } = require('@supabase/realtime-js');
@@ -7,9 +9,10 @@ const WebSocket = require('ws');
 const { TIMEOUT_MS, waitFor, check } = require('./wait.cjs');
 
 const [base, vsn] = [process.argv[2], process.argv[3] || '2.0.0'];
-const endpoint = base.replace(/^http/, 'ws') + '/realtime/v1';
+const otherBase = process.argv[4] || base;
 
-function client() {
+function client(at = base) {
+  const endpoint = at.replace(/^http/, 'ws') + '/realtime/v1';
   return new RealtimeClient(endpoint, { transport: WebSocket, vsn, params: { apikey: 'anon-key' }, timeout: TIMEOUT_MS });
 }
 
@@ -24,7 +27,7 @@ function subscribe(channel) {
 
 async function main() {
   const a = client();
-  const b = client();
+  const b = client(otherBase);
   const topic = `compat-${vsn}-${process.pid}`;
   const chA = a.channel(topic, { config: { broadcast: { self: false, ack: true }, presence: { key: 'user-a' } } });
   const chB = b.channel(topic, { config: { presence: { key: 'user-b' } } });
@@ -74,7 +77,7 @@ async function main() {
   const sent = await chB.httpSend('rest-event', { via: 'httpSend' });
   check(sent.success === true, `httpSend ${JSON.stringify(sent)}`);
   await waitFor('httpSend at A', () => seenByA.find((m) => m.event === 'rest-event' && m.payload.via === 'httpSend'));
-  const restOnly = client();
+  const restOnly = client(otherBase);
   const fallbackStatus = await restOnly.channel(topic).send({ type: 'broadcast', event: 'fallback', payload: { via: 'rest' } });
   check(fallbackStatus === 'ok', `REST fallback status ${fallbackStatus}`);
   await waitFor('REST fallback at A', () => seenByA.find((m) => m.event === 'fallback'));

@@ -132,6 +132,9 @@ pub trait Broker: Send + Sync + 'static {
     /// A room's local presence changed: tell the rooms of `topic` on the other nodes.
     fn publish_presence(&self, _topic: &Arc<str>, _delta: PresenceDelta) {}
 
+    /// A user of this node is (not) typing in `topic`: tell the rooms on the other nodes.
+    fn publish_typing(&self, _topic: &Arc<str>, _user: &str, _typing: bool) {}
+
     /// Whether presence and durable order must be kept across nodes (a room then sequences
     /// durable publications and shares its presence).
     fn is_clustered(&self) -> bool {

@@ -1,5 +1,5 @@
 //! What crosses nodes about a room besides publications: the presence entries of each node, their
-//! deltas and snapshots, and node departures; and the [`RoomLink`] a room subscribes with.
+//! deltas and snapshots, node departures and typing; and the [`RoomLink`] a room subscribes with.
 //!
 //! A presence entry keeps its `phx_ref` on every node, so a leave announced by one node removes
 //! exactly the meta clients were shown (realtime-js matches metas by `phx_ref`).
@@ -67,6 +67,8 @@ pub enum RemoteEvent {
     },
     /// `node` is dead or shut down: its presences leave.
     NodeGone { node: NodeRef },
+    /// A user is (not) typing in the room on another node (already throttled there).
+    Typing { user: Arc<str>, typing: bool },
 }
 
 /// A [`RemoteEvent`] for a room.

@@ -65,6 +65,17 @@ pub(super) struct PresenceHeader {
     pub entries: Vec<PresenceEntry>,
 }
 
+/// A typing announcement's header.
+#[derive(Serialize, Deserialize)]
+pub(super) struct TypingHeader {
+    #[serde(rename = "t")]
+    pub topic: Arc<str>,
+    #[serde(rename = "u")]
+    pub user: Arc<str>,
+    #[serde(rename = "y")]
+    pub typing: bool,
+}
+
 /// A presence request of a room starting on some node.
 #[derive(Serialize, Deserialize)]
 pub(super) struct SyncHeader {
@@ -197,6 +208,17 @@ impl Broker for NatsBroker {
         };
         let msg = envelope::encode(Kind::Presence, s.me, &header, &[]);
         s.send(room_subject(topic), Kind::Presence, msg);
+    }
+
+    fn publish_typing(&self, topic: &Arc<str>, user: &str, typing: bool) {
+        let s = &self.shared;
+        let header = TypingHeader {
+            topic: topic.clone(),
+            user: Arc::from(user),
+            typing,
+        };
+        let msg = envelope::encode(Kind::Typing, s.me, &header, &[]);
+        s.send(room_subject(topic), Kind::Typing, msg);
     }
 
     fn is_clustered(&self) -> bool {

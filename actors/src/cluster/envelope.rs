@@ -25,10 +25,11 @@ pub enum Kind {
     Heartbeat = 6,
     Bye = 7,
     Sync = 8,
+    Typing = 9,
 }
 
 impl Kind {
-    const ALL: [Kind; 8] = [
+    const ALL: [Kind; 9] = [
         Kind::Publication,
         Kind::Presence,
         Kind::Snapshot,
@@ -37,6 +38,7 @@ impl Kind {
         Kind::Heartbeat,
         Kind::Bye,
         Kind::Sync,
+        Kind::Typing,
     ];
 
     /// The `kind` label of `locus_cluster_messages_total`.
@@ -50,6 +52,7 @@ impl Kind {
             Kind::Heartbeat => "heartbeat",
             Kind::Bye => "bye",
             Kind::Sync => "sync",
+            Kind::Typing => "typing",
         }
     }
 }

@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::broker::{self, decode_publication, room_subject, PresenceHeader};
+use super::broker::{self, decode_publication, room_subject, PresenceHeader, TypingHeader};
 use super::envelope::{Envelope, Kind};
 use super::nodes::{Bye, Change, Heartbeat};
 use super::{geo, Shared, NODES_SUBJECT, SYNC_SUBJECT};
@@ -170,6 +170,19 @@ fn dispatch(shared: &Arc<Shared>, env: Envelope, reply: Option<String>) {
             };
             // Presence must not be lost to a busy mailbox: bounded by the rooms and the peers.
             room.remote.do_send(Remote(Arc::new(event)));
+        }
+        Kind::Typing => {
+            let Ok(h) = env.header::<TypingHeader>() else {
+                return malformed("typing header");
+            };
+            if let Some(room) = shared.local.room(&h.topic) {
+                let event = RemoteEvent::Typing {
+                    user: h.user,
+                    typing: h.typing,
+                };
+                // Typing is best effort: a full mailbox drops it like a local room would.
+                let _ = room.remote.try_send(Remote(Arc::new(event)));
+            }
         }
         Kind::GeoPost => geo::post_arrived(shared, &env),
         Kind::Beacons => geo::beacons_arrived(shared, &env),

@@ -12,10 +12,6 @@ use crate::connection::slots::ConnectionSlots;
 use crate::metrics as m;
 use crate::SessionId;
 
-/// The name of an anonymous connection (and of one opened with a key without `sub`).
-pub fn anon_name(id: SessionId) -> Arc<str> {
-    Arc::from(format!("anon-{id}"))
-}
 
 /// The caps on open connections that are not the session's own (`[server]` in config.toml).
 #[derive(Debug, Clone, Copy, Default)]
@@ -86,7 +82,7 @@ impl Engine {
         peer: Option<IpAddr>,
     ) -> Result<ConnectionPermit, ConnectError> {
         let id = self.next_session_id();
-        let identity = self.identify(token, anon_name(id))?;
+        let identity = self.identify(token, self.anon_name(id))?;
         let security = self.security();
         let caps = self.inner.caps;
         let mut slots = ConnectionSlots {

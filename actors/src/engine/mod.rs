@@ -21,7 +21,7 @@ use actix::prelude::*;
 use dashmap::DashMap;
 use locus_storage::AnyStore;
 
-pub use connect::{anon_name, ConnectError, ConnectionCaps, ConnectionPermit};
+pub use connect::{ConnectError, ConnectionCaps, ConnectionPermit};
 pub use publish::{Author, OnStored, Outgoing, Pending, PublishError, Published};
 pub use reads::{Health, HistoryPage, ReadError};
 
@@ -199,7 +199,18 @@ impl Engine {
             .authorize(who, topic, private, action)
     }
 
-    /// The identity behind a token (`None`: anonymous, named `anon_name`), or why it is refused.
+    /// The name of an anonymous connection (and of one opened with a key without `sub`):
+    /// `anon-<session>`, or `anon-<node>-<session>` in a cluster, where session ids repeat
+    /// across nodes and the name must tell users apart (typing, beacons).
+    pub fn anon_name(&self, id: SessionId) -> Arc<str> {
+        match &self.inner.cluster {
+            Some(c) => Arc::from(format!("anon-{}-{id}", c.node_id())),
+            None => Arc::from(format!("anon-{id}")),
+        }
+    }
+
+    /// The identity behind a token (`None`: anonymous, named [`Engine::anon_name`]), or why it
+    /// is refused.
     pub fn identify(
         &self,
         token: Option<&str>,

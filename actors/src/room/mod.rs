@@ -128,6 +128,7 @@ impl Room {
             Ev::Presence { node, delta } => self.presence.apply_remote(*node, delta, &bounds),
             Ev::Snapshot { node, entries } => self.presence.replace_node(*node, entries, &bounds),
             Ev::NodeGone { node } => self.presence.remove_node(*node),
+            Ev::Typing { user, typing } => return self.announce_typing_here(user, *typing),
         };
         self.send_presence_diff(&diff);
     }
@@ -679,6 +680,16 @@ impl Room {
 
     /// Tells every member except the user's own sessions that `user` is (not) typing.
     fn announce_typing(&self, user: &str, typing: bool) {
+        let broker = self.registry.broker();
+        if broker.is_clustered() {
+            broker.publish_typing(&self.key, user, typing);
+        }
+        self.announce_typing_here(user, typing);
+    }
+
+    /// [`announce_typing`](Self::announce_typing) to this node's members only (another node's
+    /// announcement).
+    fn announce_typing_here(&self, user: &str, typing: bool) {
         let payload = raw(serde_json::json!({ "user_id": user, "typing": typing }).to_string());
         self.push_to_members(
             "typing",

@@ -54,7 +54,6 @@ use crate::connection::outbox::{outbox, Outbox};
 use crate::connection::slots::ConnectionSlots;
 use crate::connection::writer::{write_loop, WriterFinished};
 use crate::connection::SocketEvent;
-pub use crate::engine::anon_name;
 use crate::engine::{ConnectionPermit, Engine, Shutdown};
 use crate::metrics as m;
 use crate::rate_limit::ConnectionLimiter;

@@ -7,7 +7,7 @@ use actix::prelude::*;
 use locus_protocol::InboundFrame;
 
 use super::payloads::{json_payload, TokenPayload};
-use super::{anon_name, UserSession};
+use super::UserSession;
 use crate::auth::{now_s, AuthError};
 use crate::metrics as m;
 use crate::topic::NEARBY_TOPIC;
@@ -30,7 +30,7 @@ impl UserSession {
             .security()
             .auth
             .verify(token)?
-            .or_named(anon_name(self.id));
+            .or_named(self.engine.anon_name(self.id));
         if self.identity.has_user && id.has_user && id.user_id != self.identity.user_id {
             return Err(AuthError::Invalid(
                 "the token is for another user than this connection's".into(),
