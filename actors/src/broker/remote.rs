@@ -69,6 +69,9 @@ pub enum RemoteEvent {
     NodeGone { node: NodeRef },
     /// A user is (not) typing in the room on another node (already throttled there).
     Typing { user: Arc<str>, typing: bool },
+    /// NATS came back: what crossed meanwhile may be lost, so a durable room compares its
+    /// position with the database's.
+    Reconnected,
 }
 
 /// A [`RemoteEvent`] for a room.

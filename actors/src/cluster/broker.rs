@@ -335,9 +335,75 @@ pub(super) fn announce_all(shared: &Arc<Shared>) {
 
 /// `node` is gone: every room here drops its presences.
 pub(super) fn node_gone(shared: &Arc<Shared>, node: NodeRef) {
-    let event = Arc::new(RemoteEvent::NodeGone { node });
+    tell_rooms(shared, RemoteEvent::NodeGone { node });
+}
+
+/// Hands `event` to every room of this node.
+pub(super) fn tell_rooms(shared: &Arc<Shared>, event: RemoteEvent) {
+    let event = Arc::new(event);
     for (_, room) in shared.local.rooms() {
-        // Unbounded on purpose: one per room per departed node, and a leave must not be lost.
+        // Unbounded on purpose: one per room per cluster event (a departed node, a reconnect),
+        // and a presence leave must not be lost.
         room.remote.do_send(Remote(event.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publication(body: Body) -> Publication {
+        Publication {
+            topic: Arc::from("realtime:a.b c"),
+            event: "m".into(),
+            body,
+            sender: Some(3),
+            accepted_at: Instant::now(),
+            durable: Some(Durable {
+                offset: 9,
+                epoch: Arc::from("ep"),
+                client_id: Some(Arc::from("c1")),
+                replayed: false,
+                created_at_ms: 1_700_000_000_000,
+            }),
+        }
+    }
+
+    /// Every kind of body crosses nodes byte for byte with its durable position; the sender
+    /// does not (session ids are per node, so `self: false` was applied at the origin).
+    #[test]
+    fn publications_cross_nodes_unchanged_but_without_their_sender() {
+        let json: Arc<RawValue> = Arc::from(RawValue::from_string(r#"{"n":1}"#.into()).unwrap());
+        let bodies = [
+            Body::Json(json.clone()),
+            Body::Event(json),
+            Body::Binary {
+                encoding: PayloadEncoding::Binary,
+                data: bytes::Bytes::from_static(&[0, 255, 7]),
+            },
+            Body::Binary {
+                encoding: PayloadEncoding::Json,
+                data: bytes::Bytes::from_static(b"[1]"),
+            },
+        ];
+        for body in bodies {
+            let sent = publication(body);
+            let env = Envelope::decode(encode_publication(5, &sent)).unwrap();
+            assert_eq!((env.kind, env.origin), (Kind::Publication, 5));
+            let got = decode_publication(&env).unwrap();
+            assert_eq!(got.topic, sent.topic);
+            assert_eq!(got.sender, None);
+            assert_eq!(format!("{:?}", got.body), format!("{:?}", sent.body));
+            let (g, s) = (got.durable.unwrap(), sent.durable.unwrap());
+            assert_eq!(
+                (g.offset, g.epoch, g.client_id),
+                (s.offset, s.epoch, s.client_id)
+            );
+            assert_eq!(g.created_at_ms, s.created_at_ms);
+        }
+        assert!(room_subject("realtime:a.b c")
+            .trim_start_matches("locus.t.")
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
     }
 }

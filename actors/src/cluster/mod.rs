@@ -44,7 +44,7 @@ pub use broker::NatsBroker;
 pub use config::ClusterConfig;
 pub use nodes::NodeView;
 
-use crate::broker::{InProcessBroker, NodeRef};
+use crate::broker::{InProcessBroker, NodeRef, RemoteEvent};
 use crate::geo::CellRegistry;
 use crate::metrics::{self as m, DropReason};
 use envelope::Kind;
@@ -277,6 +277,7 @@ async fn events_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<async_nats::Eve
             async_nats::Event::Connected => {
                 tracing::info!("cluster: NATS connected");
                 broker::announce_all(&shared);
+                broker::tell_rooms(&shared, RemoteEvent::Reconnected);
             }
             async_nats::Event::Disconnected => tracing::warn!("cluster: NATS disconnected"),
             other => tracing::debug!(event = %other, "cluster: NATS event"),

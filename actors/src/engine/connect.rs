@@ -12,7 +12,6 @@ use crate::connection::slots::ConnectionSlots;
 use crate::metrics as m;
 use crate::SessionId;
 
-
 /// The caps on open connections that are not the session's own (`[server]` in config.toml).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ConnectionCaps {

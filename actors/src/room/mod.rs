@@ -115,20 +115,26 @@ impl Room {
 
     /// The broker has the room's subscription: take the other nodes' presence and, for a
     /// durable topic in a cluster, the offset from which to deliver in order.
-    fn ready(&mut self, events: Vec<RemoteEvent>, next_offset: Option<u64>) {
+    fn ready(
+        &mut self,
+        events: Vec<RemoteEvent>,
+        next_offset: Option<u64>,
+        ctx: &mut Context<Self>,
+    ) {
         for event in events {
-            self.apply_remote(&event);
+            self.apply_remote(&event, ctx);
         }
         self.sequence = next_offset.map(Sequence::new);
     }
 
-    fn apply_remote(&mut self, event: &RemoteEvent) {
+    fn apply_remote(&mut self, event: &RemoteEvent, ctx: &mut Context<Self>) {
         let bounds = self.presence_bounds();
         let diff = match event {
             Ev::Presence { node, delta } => self.presence.apply_remote(*node, delta, &bounds),
             Ev::Snapshot { node, entries } => self.presence.replace_node(*node, entries, &bounds),
             Ev::NodeGone { node } => self.presence.remove_node(*node),
             Ev::Typing { user, typing } => return self.announce_typing_here(user, *typing),
+            Ev::Reconnected => return self.check_position(ctx),
         };
         self.send_presence_diff(&diff);
     }
@@ -343,8 +349,8 @@ impl Handler<Remote> for Room {
     type Result = ();
 
     /// Applies another node's presence change (or departure) and tells the members.
-    fn handle(&mut self, Remote(event): Remote, _ctx: &mut Self::Context) {
-        self.apply_remote(&event);
+    fn handle(&mut self, Remote(event): Remote, ctx: &mut Self::Context) {
+        self.apply_remote(&event, ctx);
     }
 }
 
@@ -416,6 +422,27 @@ impl Room {
             };
             cache.push(&self.key, &d.epoch, Arc::new(cached));
         }
+    }
+
+    /// Asks the database how far the topic has gone; what this room never received below it
+    /// is read as a gap.
+    fn check_position(&mut self, ctx: &mut Context<Self>) {
+        let (Some(_), Some(sequencing)) = (&self.sequence, self.registry.sequencing()) else {
+            return;
+        };
+        let (store, key) = (sequencing.store.clone(), self.key.clone());
+        let read = async move {
+            use locus_storage::Storage;
+            store.topic_meta(&key).await
+        };
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(read).map(|meta, room, ctx| {
+                if let (Ok(meta), Some(seq)) = (meta, room.sequence.as_mut()) {
+                    seq.stored_up_to(meta.next_offset);
+                }
+                room.watch_gap(ctx);
+            }),
+        );
     }
 
     /// Waits `cluster.gap_wait_ms` on an open offset gap, then reads it from the database.

@@ -466,4 +466,74 @@ mod tests {
             "the bound never undercounts"
         );
     }
+
+    fn remote_entry(session: u64, key: &str, phx_ref: &str, v: Value) -> PresenceEntry {
+        PresenceEntry {
+            session,
+            key: key.into(),
+            phx_ref: phx_ref.into(),
+            meta: meta(v),
+        }
+    }
+
+    /// Another node's metas keep their `phx_ref`; a join seen again (its snapshot after its
+    /// delta) announces nothing; only this node's own changes go out to other nodes.
+    #[test]
+    fn remote_metas_keep_their_ref_and_repeats_are_silent() {
+        let mut p = PresenceState::default();
+        let local = p.track(1, "me", Map::new());
+        assert_eq!(local.local_delta().joins.len(), 1);
+        let delta = PresenceDelta {
+            joins: vec![remote_entry(1, "them", "r-7", json!({"at": "b"}))],
+            leaves: vec![],
+        };
+        let b = PresenceBounds::UNBOUNDED;
+        let d: Value = serde_json::from_str(&p.apply_remote(9, &delta, &b).to_json()).unwrap();
+        assert_eq!(d["joins"]["them"]["metas"][0]["phx_ref"], "r-7");
+        let again = p.apply_remote(9, &delta, &b);
+        assert!(again.is_empty());
+        assert!(
+            again.local_delta().is_empty(),
+            "remote changes are not sent back"
+        );
+        assert_eq!(p.len(), 2);
+        assert_eq!(
+            p.local_entries().len(),
+            1,
+            "only this node's entries are shared"
+        );
+    }
+
+    /// A snapshot replaces what was held for its node (absent entries leave); a departed node's
+    /// metas all leave; sessions with the same id on two nodes are different members.
+    #[test]
+    fn snapshots_replace_a_node_and_departures_remove_it() {
+        let mut p = PresenceState::default();
+        let b = PresenceBounds::UNBOUNDED;
+        p.track(1, "local", Map::new());
+        let first = vec![
+            remote_entry(1, "a", "r1", json!({})),
+            remote_entry(2, "b", "r2", json!({})),
+        ];
+        p.replace_node(7, &first, &b);
+        p.replace_node(8, &[remote_entry(1, "c", "r3", json!({}))], &b);
+        assert_eq!(p.len(), 4);
+        let d: Value = serde_json::from_str(
+            &p.replace_node(7, &[remote_entry(2, "b", "r2", json!({}))], &b)
+                .to_json(),
+        )
+        .unwrap();
+        assert_eq!(keys_of(&d["leaves"]), ["a"]);
+        assert_eq!(keys_of(&d["joins"]), Vec::<String>::new());
+        let d: Value = serde_json::from_str(&p.remove_node(7).to_json()).unwrap();
+        assert_eq!(keys_of(&d["leaves"]), ["b"]);
+        let state: Value = serde_json::from_str(&p.state_json()).unwrap();
+        assert_eq!(keys_of(&state), ["c", "local"]);
+    }
+
+    fn keys_of(v: &Value) -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    }
 }

@@ -129,7 +129,7 @@ impl RoomRegistry {
             };
             ctx.wait(
                 actix::fut::wrap_future::<_, Room>(ready)
-                    .map(|(events, next), room, _| room.ready(events, next)),
+                    .map(|(events, next), room, ctx| room.ready(events, next, ctx)),
             );
             Room::new(key, registry.clone(), registry.limits.clone())
         })

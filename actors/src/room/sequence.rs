@@ -18,6 +18,8 @@ pub const HELD_MAX: usize = 4_096;
 pub struct Sequence {
     next: u64,
     held: BTreeMap<u64, Arc<Publication>>,
+    /// The database's next offset when last asked: everything below it exists.
+    stored_next: u64,
 }
 
 impl Sequence {
@@ -26,6 +28,7 @@ impl Sequence {
         Sequence {
             next,
             held: BTreeMap::new(),
+            stored_next: next,
         }
     }
 
@@ -47,10 +50,20 @@ impl Sequence {
         self.drain()
     }
 
-    /// The open gap `[from, to)`: offsets missing before the first held publication.
+    /// The database's next offset is `stored_next` (asked after NATS came back): what lies
+    /// below it and was never received is a gap too, even with nothing after it.
+    pub fn stored_up_to(&mut self, stored_next: u64) {
+        self.stored_next = self.stored_next.max(stored_next);
+    }
+
+    /// The open gap `[from, to)`: offsets missing before the first held publication, or below
+    /// the database's next offset.
     pub fn gap(&self) -> Option<(u64, u64)> {
-        let first = *self.held.keys().next()?;
-        (first > self.next).then_some((self.next, first))
+        let to = match self.held.keys().next() {
+            Some(&first) => first,
+            None => self.stored_next,
+        };
+        (to > self.next).then_some((self.next, to))
     }
 
     /// Publications read from the database for the gap (any order); answers what is now
@@ -141,5 +154,17 @@ mod tests {
         s.offer(p(9));
         assert_eq!(offsets(s.skip_gap()), vec![9]);
         assert_eq!(offsets(s.offer(p(10))), vec![10]);
+    }
+
+    /// Publications the database holds but that never arrived (lost while NATS was away, with
+    /// nothing after them) are a gap once the database's position is known.
+    #[test]
+    fn a_lost_tail_is_a_gap_once_the_stored_position_is_known() {
+        let mut s = Sequence::new(3);
+        assert_eq!(s.gap(), None);
+        s.stored_up_to(6);
+        assert_eq!(s.gap(), Some((3, 6)));
+        assert_eq!(offsets(s.fill(vec![p(3), p(4), p(5)])), vec![3, 4, 5]);
+        assert_eq!(s.gap(), None);
     }
 }
