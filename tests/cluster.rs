@@ -444,8 +444,8 @@ async fn nearby(node: &Node, lat: f64, lng: f64, radius_m: u32) -> (Client, Stri
 }
 
 /// A post on one node reaches a nearby member on another node within its radius exactly once
-/// (and not one outside it); a `realtime:geo:<cell>` room on the other node receives it; and
-/// beacons cross nodes.
+/// (and not one outside it); a `realtime:geo:<cell>` room on the other node receives it; the
+/// nearby `presence_state` lists members of other nodes; and beacons cross nodes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn geo_posts_rooms_and_beacons_cross_nodes_once() {
     let nats = Nats::start();
@@ -466,6 +466,11 @@ async fn geo_posts_rooms_and_beacons_cross_nodes_once() {
     room.join(&format!("realtime:geo:{cell}"), json!({})).await;
 
     let (mut poster, pj) = nearby(&a, lat, lng, 1_000).await;
+    // Who is nearby spans nodes: the poster's list holds b's member in range, not the far one.
+    let state = poster.next_event("presence_state").await;
+    let listed = keys(&state.payload);
+    assert_eq!(listed.len(), 1, "{state:?}");
+    assert!(listed[0].starts_with("anon-b-"), "{listed:?}");
     let body = json!({"id": "p1", "content": "hello", "lat": lat, "lng": lng, "radius_m": 500});
     let r = poster.push(Some(&pj), NEARBY, "post", body).await;
     assert_eq!(poster.reply_to(&r).await.payload["status"], "ok");

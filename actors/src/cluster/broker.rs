@@ -2,13 +2,11 @@
 //! the other nodes through NATS (only those subscribed to its topic receive it); a starting room
 //! subscribes, waits until NATS has the subscription, then asks every live node for its presence.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use futures_util::future::BoxFuture;
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -235,49 +233,21 @@ impl Broker for NatsBroker {
     }
 }
 
-/// Asks every live peer for its presence in `topic` and waits (at most one heartbeat period)
-/// until each has answered.
+/// Asks every live peer for its presence in `topic` (at most one heartbeat period).
 async fn sync(shared: &Arc<Shared>, topic: &Arc<str>) -> Vec<RemoteEvent> {
-    let mut waiting: HashSet<NodeRef> = shared.nodes().peers().into_iter().collect();
-    if waiting.is_empty() {
-        return Vec::new();
-    }
-    let inbox = shared.client.new_inbox();
-    let Ok(mut replies) = shared.client.subscribe(inbox.clone()).await else {
-        return Vec::new();
+    let header = SyncHeader {
+        topic: topic.clone(),
     };
-    let request = envelope::encode(
-        Kind::Sync,
-        shared.me,
-        &SyncHeader {
-            topic: topic.clone(),
-        },
-        &[],
-    );
-    let sent = shared
-        .client
-        .publish_with_reply(SYNC_SUBJECT, inbox, request)
-        .await;
-    if sent.is_err() {
-        return Vec::new();
-    }
-    crate::metrics::cluster_message("out", Kind::Sync.label());
-    let mut out = Vec::new();
-    let deadline = tokio::time::sleep(Duration::from_millis(shared.config.heartbeat_ms));
-    tokio::pin!(deadline);
-    while !waiting.is_empty() {
-        tokio::select! {
-            msg = replies.next() => {
-                let Some(msg) = msg else { break };
-                let Ok(env) = Envelope::decode(msg.payload) else { continue };
-                let Ok(h) = env.header::<PresenceHeader>() else { continue };
-                waiting.remove(&env.origin);
-                out.push(RemoteEvent::Snapshot { node: env.origin, entries: h.entries });
-            }
-            _ = &mut deadline => break,
-        }
-    }
-    out
+    let answers = super::ask::ask_peers(shared, SYNC_SUBJECT, Kind::Sync, &header).await;
+    (answers.into_iter())
+        .filter_map(|env| {
+            let h = env.header::<PresenceHeader>().ok()?;
+            Some(RemoteEvent::Snapshot {
+                node: env.origin,
+                entries: h.entries,
+            })
+        })
+        .collect()
 }
 
 /// Answers another node's presence request for a topic: this node's entries (none without a
@@ -302,10 +272,7 @@ pub(super) fn answer_sync(shared: &Arc<Shared>, env: &Envelope, reply: String) {
             delta: PresenceDelta::default(),
             entries,
         };
-        let msg = envelope::encode(Kind::Snapshot, shared.me, &header, &[]);
-        if shared.client.publish(reply, msg).await.is_ok() {
-            crate::metrics::cluster_message("out", Kind::Snapshot.label());
-        }
+        super::ask::answer(&shared, reply, Kind::Snapshot, &header).await;
     });
 }
 

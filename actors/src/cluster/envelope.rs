@@ -26,10 +26,11 @@ pub enum Kind {
     Bye = 7,
     Sync = 8,
     Typing = 9,
+    Near = 10,
 }
 
 impl Kind {
-    const ALL: [Kind; 9] = [
+    const ALL: [Kind; 10] = [
         Kind::Publication,
         Kind::Presence,
         Kind::Snapshot,
@@ -39,6 +40,7 @@ impl Kind {
         Kind::Bye,
         Kind::Sync,
         Kind::Typing,
+        Kind::Near,
     ];
 
     /// The `kind` label of `locus_cluster_messages_total`.
@@ -53,6 +55,7 @@ impl Kind {
             Kind::Bye => "bye",
             Kind::Sync => "sync",
             Kind::Typing => "typing",
+            Kind::Near => "near",
         }
     }
 }

@@ -10,10 +10,12 @@ use std::time::Instant;
 use locus_geo::Point;
 use serde::{Deserialize, Serialize};
 
+use futures_util::future::BoxFuture;
+
 use super::envelope::{self, Envelope, Kind};
-use super::Shared;
+use super::{Shared, NEAR_SUBJECT};
 use crate::geo::cell::{flush_targets, Beacons, Fanout};
-use crate::geo::{Beacon, GeoPost, GeoRemote};
+use crate::geo::{Beacon, GeoPost, GeoRemote, NearbyMember, NearbyQuery};
 use crate::metrics::{self as m, DropReason};
 use crate::publish::delivery::COVER_SLACK_M;
 
@@ -56,6 +58,34 @@ struct WireBeacon {
     /// The coarse position anonymous subscribers see, as the origin's cell computed it.
     clat: f64,
     clng: f64,
+}
+
+/// A who-is-nearby request.
+#[derive(Serialize, Deserialize)]
+struct NearHeader {
+    lat: f64,
+    lng: f64,
+    radius_m: f64,
+    exact: bool,
+    limit: usize,
+}
+
+/// A node's answer: its members near the point.
+#[derive(Serialize, Deserialize)]
+struct NearAnswer {
+    members: Vec<WireMember>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireMember {
+    #[serde(rename = "s")]
+    session: crate::SessionId,
+    #[serde(rename = "u")]
+    user_id: Arc<str>,
+    lat: f64,
+    lng: f64,
+    #[serde(rename = "d")]
+    distance_m: f64,
 }
 
 /// The cluster side of [`GeoRemote`].
@@ -116,6 +146,36 @@ impl GeoRemote for GeoRoutes {
         }
     }
 
+    fn members_near(&self, q: NearbyQuery) -> BoxFuture<'static, Vec<NearbyMember>> {
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            let header = NearHeader {
+                lat: q.point.lat,
+                lng: q.point.lng,
+                radius_m: q.radius_m,
+                exact: q.exact,
+                limit: q.limit,
+            };
+            let answers = super::ask::ask_peers(&shared, NEAR_SUBJECT, Kind::Near, &header).await;
+            let mut found = Vec::new();
+            for env in answers {
+                let Ok(a) = env.header::<NearAnswer>() else {
+                    continue;
+                };
+                found.extend(a.members.into_iter().map(|w| NearbyMember {
+                    session: w.session,
+                    user_id: w.user_id,
+                    point: Point {
+                        lat: w.lat,
+                        lng: w.lng,
+                    },
+                    distance_m: w.distance_m,
+                }));
+            }
+            found
+        })
+    }
+
     fn beacons(&self, centre: Point, spread_m: f64, batch: &[Beacon]) {
         let s = &self.shared;
         let reach_m = s.nodes().reach_m();
@@ -149,6 +209,38 @@ impl GeoRemote for GeoRoutes {
             );
         }
     }
+}
+
+/// Answers another node's who-is-nearby request from this node's cells.
+pub(super) fn answer_near(shared: &Arc<Shared>, env: &Envelope, reply: String) {
+    let (Some(cells), Ok(h)) = (shared.cells.get(), env.header::<NearHeader>()) else {
+        return m::dropped(DropReason::ClusterMalformed);
+    };
+    let Ok(point) = Point::new(h.lat, h.lng) else {
+        return m::dropped(DropReason::ClusterMalformed);
+    };
+    let q = NearbyQuery {
+        point,
+        radius_m: h.radius_m,
+        exact: h.exact,
+        limit: h.limit,
+    };
+    // No session of this node asked: exclude none.
+    let found = cells.members_near(q, crate::SessionId::MAX);
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let members = (found.await.into_iter())
+            .map(|n| WireMember {
+                session: n.session,
+                user_id: n.user_id,
+                lat: n.point.lat,
+                lng: n.point.lng,
+                distance_m: n.distance_m,
+            })
+            .collect();
+        let answer = NearAnswer { members };
+        super::ask::answer(&shared, reply, Kind::Near, &answer).await;
+    });
 }
 
 /// A post another node routed to this node's cells under its prefix.

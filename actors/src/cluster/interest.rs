@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use super::broker::{self, decode_publication, room_subject, PresenceHeader, TypingHeader};
 use super::envelope::{Envelope, Kind};
 use super::nodes::{Bye, Change, Heartbeat};
-use super::{geo, Shared, NODES_SUBJECT, SYNC_SUBJECT};
+use super::{geo, Shared, NEAR_SUBJECT, NODES_SUBJECT, SYNC_SUBJECT};
 use crate::broker::{Remote, RemoteEvent};
 use crate::metrics::{self as m, DropReason};
 
@@ -53,7 +53,7 @@ pub(super) async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Interest>) {
     let mut rooms: HashMap<Arc<str>, JoinHandle<()>> = HashMap::new();
     let mut areas: HashMap<String, (usize, JoinHandle<()>)> = HashMap::new();
     let mut control = Vec::new();
-    for subject in [NODES_SUBJECT, SYNC_SUBJECT] {
+    for subject in [NODES_SUBJECT, SYNC_SUBJECT, NEAR_SUBJECT] {
         match shared.client.subscribe(subject).await {
             Ok(sub) => control.push(tokio::spawn(read(shared.clone(), sub))),
             Err(e) => tracing::error!(subject, error = %e, "cluster: cannot subscribe"),
@@ -206,6 +206,10 @@ fn dispatch(shared: &Arc<Shared>, env: Envelope, reply: Option<String>) {
         Kind::Sync => match reply {
             Some(reply) => broker::answer_sync(shared, &env, reply),
             None => malformed("sync without a reply subject"),
+        },
+        Kind::Near => match reply {
+            Some(reply) => geo::answer_near(shared, &env, reply),
+            None => malformed("near without a reply subject"),
         },
     }
 }

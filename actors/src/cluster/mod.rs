@@ -15,7 +15,8 @@
 //! `locus.t.<topic, base64url>` a room's publications, presence deltas and snapshots;
 //! `locus.g.<geohash prefix>` posts and beacons for an area (a node subscribes every prefix of
 //! each of its cells); `locus.nodes` heartbeats and goodbyes; `locus.sync` presence requests of a
-//! room starting on some node.
+//! room starting on some node; `locus.near` who-is-nearby requests of a `realtime:nearby`
+//! subscriber.
 //!
 //! # Guarantees
 //! At most once between nodes, in order per publishing node. A durable topic's publications carry
@@ -25,6 +26,7 @@
 //! after NATS reconnects or a peer reappears, and a dead node's presences leave everywhere after
 //! `cluster.node_down_ms`.
 
+mod ask;
 pub mod broker;
 pub mod config;
 mod envelope;
@@ -63,6 +65,7 @@ const BYE_FLUSH_MS: u64 = 1_000;
 
 const NODES_SUBJECT: &str = "locus.nodes";
 const SYNC_SUBJECT: &str = "locus.sync";
+const NEAR_SUBJECT: &str = "locus.near";
 
 /// This node in a cluster. Cheap to clone.
 #[derive(Clone)]

@@ -11,5 +11,5 @@ pub use cell::{
     coarse_offset_m_max, Beacon, Beacons, Cell, Enter, Fanout, GeoPost, Leave, Move, NearbyMember,
     NearbyMembers,
 };
-pub use registry::{CellRegistry, ReachGuard};
+pub use registry::{CellRegistry, NearbyQuery, ReachGuard, COVER_SLACK_M};
 pub use remote::GeoRemote;

@@ -11,10 +11,25 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use actix::prelude::*;
 use locus_geo::Point;
 
-use super::cell::Cell;
+use super::cell::{coarse_offset_m_max, Cell, NearbyMember, NearbyMembers};
 use super::remote::GeoRemote;
 use crate::config::GeoLimits;
 use crate::metrics as m;
+
+/// Slack added to fan-out covers, in metres, so a member exactly on a cell edge is never missed.
+pub const COVER_SLACK_M: f64 = 1.0;
+
+/// Who is near a point, as a `realtime:nearby` subscriber asks it (of this node's cells, or of
+/// another node's).
+#[derive(Debug, Clone, Copy)]
+pub struct NearbyQuery {
+    pub point: Point,
+    pub radius_m: f64,
+    /// The asker sees exact positions (else coarse ones).
+    pub exact: bool,
+    /// Closest this many.
+    pub limit: usize,
+}
 
 /// The first ring of a nearest-first cell search, in metres…
 const RING_FIRST_M: f64 = 1_000.0;
@@ -227,6 +242,50 @@ impl CellRegistry {
             );
         }
         out
+    }
+
+    /// The members of this node's cells near `q` (never `exclude`), closest `q.limit`; asks at
+    /// most `geo.presence_cells_max` cells, nearest first.
+    pub fn members_near(
+        &self,
+        q: NearbyQuery,
+        exclude: crate::SessionId,
+    ) -> impl std::future::Future<Output = Vec<NearbyMember>> + 'static {
+        // A coarse position can be in range while its member's cell is not.
+        let snap_slack_m = if q.exact {
+            0.0
+        } else {
+            coarse_offset_m_max(&self.limits)
+        };
+        let (targets, capped) = self.nearest_targets(
+            q.point,
+            q.radius_m + COVER_SLACK_M + snap_slack_m,
+            self.limits.presence_cells_max,
+            "",
+        );
+        if capped {
+            m::geo_capped(m::GeoCap::PresenceCells);
+        }
+        async move {
+            let asks = targets.into_iter().map(|c| {
+                c.send(NearbyMembers {
+                    point: q.point,
+                    radius_m: q.radius_m,
+                    exact: q.exact,
+                    limit: q.limit,
+                    exclude,
+                })
+            });
+            let mut found: Vec<NearbyMember> = futures_util::future::join_all(asks)
+                .await
+                .into_iter()
+                .flatten()
+                .flatten()
+                .collect();
+            found.sort_by(|a, b| a.distance_m.total_cmp(&b.distance_m));
+            found.truncate(q.limit);
+            found
+        }
     }
 
     /// Number of active cells.

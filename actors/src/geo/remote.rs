@@ -2,9 +2,11 @@
 //! the `realtime:nearby` members of other nodes. Implemented by the cluster; one node alone has
 //! none.
 
+use futures_util::future::BoxFuture;
 use locus_geo::Point;
 
-use super::cell::{Beacon, GeoPost};
+use super::cell::{Beacon, GeoPost, NearbyMember};
+use super::registry::NearbyQuery;
 
 /// Carries geo events to the other nodes and keeps this node's interest in their areas.
 pub trait GeoRemote: Send + Sync + 'static {
@@ -16,4 +18,6 @@ pub trait GeoRemote: Send + Sync + 'static {
     fn post(&self, post: &GeoPost);
     /// Beacons flushed by the cell centred on `centre`; each lies within `spread_m` of it.
     fn beacons(&self, centre: Point, spread_m: f64, batch: &[Beacon]);
+    /// The members of the other nodes near `query` (each node's closest `query.limit`).
+    fn members_near(&self, query: NearbyQuery) -> BoxFuture<'static, Vec<NearbyMember>>;
 }

@@ -18,8 +18,7 @@ use crate::publish::history::{CachedPublication, HistoryCache};
 use crate::topic::{Topic, GEO_ROOM_LEN_MAX};
 use crate::wire::raw;
 
-/// Slack added to fan-out covers, in metres, so a member exactly on a cell edge is never missed.
-pub const COVER_SLACK_M: f64 = 1.0;
+pub use crate::geo::COVER_SLACK_M;
 
 /// Cheap to clone: the broker, the history window and the cells.
 #[derive(Clone)]

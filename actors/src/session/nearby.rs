@@ -22,9 +22,8 @@ use super::payloads::json_payload;
 use super::{ReplyTo, UserSession};
 use crate::auth::Action;
 use crate::engine::{OnStored, Outgoing};
-use crate::geo::{self as cell, Cell, Enter, GeoPost, Move, NearbyMembers, ReachGuard};
-use crate::metrics::{self as m, DropReason, GeoCap};
-use crate::publish::delivery::COVER_SLACK_M;
+use crate::geo::{self as cell, Cell, Enter, GeoPost, Move, NearbyQuery, ReachGuard};
+use crate::metrics::{self as m, DropReason};
 use crate::refusal::{Code, Refusal};
 use crate::topic::{Topic, NEARBY_TOPIC};
 use crate::wire::{self, raw};
@@ -254,46 +253,35 @@ impl UserSession {
         }
         st.presence_sent_at = Some(Instant::now());
         let (radius, exact, join_ref) = (st.radius_m, st.exact, st.join_ref.clone());
-        // A coarse position can be in range while its member's cell is not.
-        let snap_slack_m = if exact {
-            0.0
-        } else {
-            cell::coarse_offset_m_max(&limits)
+        let q = NearbyQuery {
+            point: p,
+            radius_m: radius,
+            exact,
+            limit: limits.presence_members_max,
         };
-        let (targets, capped) = self.engine.cells().nearest_targets(
-            p,
-            radius + COVER_SLACK_M + snap_slack_m,
-            limits.presence_cells_max,
-            "",
-        );
-        if capped {
-            m::geo_capped(GeoCap::PresenceCells);
-        }
-        let (max, me) = (limits.presence_members_max, self.id);
+        let cells = self.engine.cells();
+        let here = cells.members_near(q, self.id);
+        let elsewhere = cells.remote().map(|r| r.members_near(q));
         let query = async move {
-            let asks = targets.into_iter().map(|c| {
-                c.send(NearbyMembers {
-                    point: p,
-                    radius_m: radius,
-                    exact,
-                    limit: max,
-                    exclude: me,
-                })
-            });
-            futures_util::future::join_all(asks)
-                .await
-                .into_iter()
-                .flatten()
-                .flatten()
-                .collect::<Vec<_>>()
+            let elsewhere = async {
+                match elsewhere {
+                    Some(asked) => asked.await,
+                    None => Vec::new(),
+                }
+            };
+            let (mut found, more) = futures_util::future::join(here, elsewhere).await;
+            found.extend(more);
+            found
         };
+        let max = q.limit;
         ctx.spawn(query.into_actor(self).map(move |mut members, act, _| {
             members.sort_by(|a, b| a.distance_m.total_cmp(&b.distance_m));
             members.truncate(max);
             let mut state = serde_json::Map::new();
             for n in members {
                 let meta = json!({
-                    "phx_ref": format!("nearby-{}", n.session),
+                    // Session ids repeat across nodes; with the user they do not.
+                    "phx_ref": format!("nearby-{}-{}", n.user_id, n.session),
                     "user_id": &*n.user_id,
                     "lat": n.point.lat,
                     "lng": n.point.lng,
