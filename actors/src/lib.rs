@@ -7,10 +7,13 @@
 //!   broadcasts, presence and typing, token lifecycle, `realtime:nearby`.
 //! - [`connection`]: a socket below its session: outbox (bounded in bytes), writer task and
 //!   slow-consumer policy, connection slots.
-//! - [`room`], [`registry`], [`presence`], [`typing`]: the actor per topic, the room map, and
-//!   the pure state of presence and typing.
+//! - [`room`], [`registry`], [`presence`], [`typing`], [`sequence`]: the actor per topic, the room
+//!   map, and the pure state of presence, typing and (in a cluster) durable offset order.
 //! - [`cell`]: the actor per active geohash cell; nearby members, geo messages, beacons.
-//! - [`broker`]: publications to the rooms of a topic, with interest per topic; in-process.
+//! - [`broker`]: publications to the rooms of a topic, with interest per topic; in-process, and
+//!   what else crosses nodes about a room ([`remote`]).
+//! - [`cluster`]: several nodes as one engine over NATS: the cluster's broker, interest routing,
+//!   heartbeats and node death, geo across nodes.
 //! - [`delivery`]: what the engine does with a publication it let out (now, or after commit).
 //! - [`batch_writer`], [`storage_writer`], [`geo_writer`]: the storage actors writing batches.
 //! - [`history`], [`recovery`]: the in-memory window and what a rejoining client missed.
