@@ -27,9 +27,7 @@ use actix::prelude::*;
 use locus_protocol::{encode_message, OutFrame, Vsn};
 use serde_json::{Map, Value};
 
-use crate::broker::{
-    Deliver, Durable, LocalPresence, Publication, Remote, RemoteEvent, RemoteEvent as Ev,
-};
+use crate::broker::{Deliver, Durable, LocalPresence, Publication, Remote, RemoteEvent};
 use crate::config::RoomLimits;
 use crate::connection::outbox::{Outbox, PushError};
 use crate::metrics::{self as m, DropReason};
@@ -130,11 +128,17 @@ impl Room {
     fn apply_remote(&mut self, event: &RemoteEvent, ctx: &mut Context<Self>) {
         let bounds = self.presence_bounds();
         let diff = match event {
-            Ev::Presence { node, delta } => self.presence.apply_remote(*node, delta, &bounds),
-            Ev::Snapshot { node, entries } => self.presence.replace_node(*node, entries, &bounds),
-            Ev::NodeGone { node } => self.presence.remove_node(*node),
-            Ev::Typing { user, typing } => return self.announce_typing_here(user, *typing),
-            Ev::Reconnected => return self.check_position(ctx),
+            RemoteEvent::Presence { node, delta } => {
+                self.presence.apply_remote(*node, delta, &bounds)
+            }
+            RemoteEvent::Snapshot { node, entries } => {
+                self.presence.replace_node(*node, entries, &bounds)
+            }
+            RemoteEvent::NodeGone { node } => self.presence.remove_node(*node),
+            RemoteEvent::Typing { user, typing } => {
+                return self.announce_typing_here(user, *typing)
+            }
+            RemoteEvent::Reconnected => return self.check_position(ctx),
         };
         self.send_presence_diff(&diff);
     }
