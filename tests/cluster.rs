@@ -241,8 +241,9 @@ async fn a_gracefully_stopped_node_presences_leave_at_once() {
 }
 
 /// NATS stopped under traffic: each node keeps delivering to its own members and says
-/// `degraded`; NATS back on the same port: the nodes resubscribe by themselves and cross-node
-/// delivery resumes.
+/// `degraded`, and once the nodes give each other up their presences leave; NATS back on the
+/// same port: the nodes resubscribe by themselves, cross-node delivery resumes and the presences
+/// come back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_delivery_survives_nats_loss_and_cross_node_delivery_resumes() {
     let mut nats = Nats::start();
@@ -256,9 +257,15 @@ async fn local_delivery_survives_nats_loss_and_cross_node_delivery_resumes() {
     send(&mut x, &xj, ROOM, 1).await;
     assert_eq!(drain_ns(&mut y, Duration::from_millis(500)).await, vec![1]);
     assert_eq!(drain_ns(&mut x, Duration::from_millis(100)).await, vec![1]);
+    let mut px = tracked(&a, "px").await;
+    let _py = tracked(&b, "py").await;
+    px.next_where(|m| m.event == "presence_diff" && keys(&m.payload["joins"]) == ["py"])
+        .await;
 
     let port = nats.port;
     nats.stop();
+    px.next_where(|m| m.event == "presence_diff" && keys(&m.payload["leaves"]) == ["py"])
+        .await;
     eventually("a says degraded", || async {
         let h = a.health().await;
         h["status"] == "degraded" && h["cluster"]["broker"]["status"] == "degraded"
@@ -279,6 +286,8 @@ async fn local_delivery_survives_nats_loss_and_cross_node_delivery_resumes() {
     })
     .await;
     wait_formed(&[&a, &b], &["a", "b"]).await;
+    px.next_where(|m| m.event == "presence_diff" && keys(&m.payload["joins"]) == ["py"])
+        .await;
     // Resubscription is confirmed by traffic: publish until one crosses.
     let deadline = Instant::now() + Duration::from_secs(15);
     for n in 100.. {

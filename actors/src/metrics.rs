@@ -69,7 +69,8 @@ pub enum DropReason {
     CellMailboxFull,
     /// Another node's presence join would take a room past its presence bounds here.
     PresenceRemoteFull,
-    /// The queue to NATS (`cluster.outbound_queue_bytes_max`) was full: other nodes miss it.
+    /// The queue to NATS (`cluster.outbound_queue_bytes_max`), or of requests waiting on other
+    /// nodes, was full: other nodes miss it.
     ClusterQueueFull,
     /// NATS was unreachable: other nodes miss it (durable ones they read from the database).
     ClusterDisconnected,

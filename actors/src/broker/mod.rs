@@ -132,6 +132,10 @@ pub trait Broker: Send + Sync + 'static {
     /// A room's local presence changed: tell the rooms of `topic` on the other nodes.
     fn publish_presence(&self, _topic: &Arc<str>, _delta: PresenceDelta) {}
 
+    /// A room's whole local presence, which the other nodes put in place of what they held for
+    /// this node.
+    fn publish_snapshot(&self, _topic: &Arc<str>, _entries: Vec<PresenceEntry>) {}
+
     /// A user of this node is (not) typing in `topic`: tell the rooms on the other nodes.
     fn publish_typing(&self, _topic: &Arc<str>, _user: &str, _typing: bool) {}
 

@@ -72,6 +72,9 @@ pub enum RemoteEvent {
     /// NATS came back: what crossed meanwhile may be lost, so a durable room compares its
     /// position with the database's.
     Reconnected,
+    /// Send this node's presence in the room to the other nodes (after NATS came back or a
+    /// peer appeared). The room sends it itself, so it stays in order with its deltas.
+    Announce,
 }
 
 /// A [`RemoteEvent`] for a room.

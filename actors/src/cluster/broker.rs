@@ -208,6 +208,17 @@ impl Broker for NatsBroker {
         s.send(room_subject(topic), Kind::Presence, msg);
     }
 
+    fn publish_snapshot(&self, topic: &Arc<str>, entries: Vec<PresenceEntry>) {
+        let s = &self.shared;
+        let header = PresenceHeader {
+            topic: topic.clone(),
+            delta: PresenceDelta::default(),
+            entries,
+        };
+        let msg = envelope::encode(Kind::Snapshot, s.me, &header, &[]);
+        s.send(room_subject(topic), Kind::Snapshot, msg);
+    }
+
     fn publish_typing(&self, topic: &Arc<str>, user: &str, typing: bool) {
         let s = &self.shared;
         let header = TypingHeader {
@@ -279,25 +290,7 @@ pub(super) fn answer_sync(shared: &Arc<Shared>, env: &Envelope, reply: String) {
 /// Every room of this node announces its presence to the other nodes (after NATS reconnects
 /// or a peer appears): they replace what they held for this node.
 pub(super) fn announce_all(shared: &Arc<Shared>) {
-    let rooms = shared.local.rooms();
-    if rooms.is_empty() {
-        return;
-    }
-    let shared = shared.clone();
-    tokio::spawn(async move {
-        for (topic, room) in rooms {
-            let Ok(entries) = room.local_presence.send(LocalPresence).await else {
-                continue;
-            };
-            let header = PresenceHeader {
-                topic: topic.clone(),
-                delta: PresenceDelta::default(),
-                entries,
-            };
-            let msg = envelope::encode(Kind::Snapshot, shared.me, &header, &[]);
-            shared.send(room_subject(&topic), Kind::Snapshot, msg);
-        }
-    });
+    tell_rooms(shared, RemoteEvent::Announce);
 }
 
 /// `node` is gone: every room here drops its presences.

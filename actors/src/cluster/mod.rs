@@ -85,6 +85,8 @@ struct Shared {
     outbound: mpsc::Sender<(String, Kind, Bytes)>,
     outbound_bytes: AtomicUsize,
     interest: mpsc::Sender<Interest>,
+    /// Requests to every peer waiting for their answers.
+    asks: ask::Asks,
     /// This node's cells, for posts and beacons from other nodes.
     cells: OnceLock<CellRegistry>,
     /// Open connections of this node, for heartbeats.
@@ -148,6 +150,13 @@ impl Cluster {
                 url: config.nats_url.clone(),
                 reason: e.to_string(),
             })?;
+        let inbox = client.new_inbox();
+        let answers = (client.subscribe(ask::answers_subject(&inbox)).await).map_err(|e| {
+            ClusterError::Connect {
+                url: config.nats_url.clone(),
+                reason: e.to_string(),
+            }
+        })?;
         let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_MESSAGES_MAX);
         let (interest, interest_rx) = mpsc::channel(INTEREST_COMMANDS_MAX);
         let cluster = Cluster {
@@ -161,6 +170,7 @@ impl Cluster {
                 outbound,
                 outbound_bytes: AtomicUsize::new(0),
                 interest,
+                asks: ask::Asks::new(inbox),
                 cells: OnceLock::new(),
                 connections: OnceLock::new(),
                 leaving: AtomicBool::new(false),
@@ -170,6 +180,7 @@ impl Cluster {
         tokio::spawn(interest::run(cluster.shared.clone(), interest_rx));
         tokio::spawn(events_loop(cluster.shared.clone(), events_rx));
         tokio::spawn(heartbeat_loop(cluster.shared.clone()));
+        tokio::spawn(ask::route_answers(cluster.shared.clone(), answers));
         tracing::info!(node = %cluster.shared.id, url = %config.nats_url, "cluster: joining over NATS");
         Ok(Some(cluster))
     }

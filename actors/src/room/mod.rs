@@ -139,6 +139,10 @@ impl Room {
                 return self.announce_typing_here(user, *typing)
             }
             RemoteEvent::Reconnected => return self.check_position(ctx),
+            RemoteEvent::Announce => {
+                let entries = self.presence.local_entries();
+                return self.registry.broker().publish_snapshot(&self.key, entries);
+            }
         };
         self.send_presence_diff(&diff);
     }
