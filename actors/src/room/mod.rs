@@ -2,8 +2,10 @@
 //! [`presence`] and [`typing`]). Owns the topic's members, presence and typing state, and fans
 //! publications out to members.
 //!
-//! Takes [`Join`], [`Leave`], [`Deliver`], [`PresenceUpdate`], [`TypingUpdate`]. Emits to
-//! member outboxes: join replies, `presence_state`, `presence_diff`, `broadcast`, `typing`.
+//! Takes [`Join`], [`Leave`], [`Deliver`], [`PresenceUpdate`], [`TypingUpdate`], and in a
+//! cluster `Remote` and `LocalPresence` (cluster.rs: the other nodes' presence and typing, this
+//! node's presence for them, durable offset order). Emits to member outboxes: join replies,
+//! `presence_state`, `presence_diff`, `broadcast`, `typing`.
 //!
 //! Backpressure: a room never waits on a member. Each publication is encoded once per protocol
 //! version in use and the bytes are pushed into each member's byte-bounded outbox; a member whose
@@ -12,8 +14,10 @@
 //! `RoomBusy` when it is full. The room stops when its last member leaves.
 //!
 //! Over 400 lines: one actor with its five handlers and the fan-out loop; its pure state is in
-//! presence.rs and typing.rs, and the tests are the room's own.
+//! presence.rs, typing.rs and sequence.rs, its cluster side in cluster.rs, and the tests are the
+//! room's own.
 
+mod cluster;
 pub mod presence;
 pub mod registry;
 pub mod sequence;
@@ -27,7 +31,7 @@ use actix::prelude::*;
 use locus_protocol::{encode_message, OutFrame, Vsn};
 use serde_json::{Map, Value};
 
-use crate::broker::{Deliver, Durable, LocalPresence, Publication, Remote, RemoteEvent};
+use crate::broker::{Deliver, Durable, Publication};
 use crate::config::RoomLimits;
 use crate::connection::outbox::{Outbox, PushError};
 use crate::metrics::{self as m, DropReason};
@@ -40,9 +44,6 @@ use crate::room::sequence::Sequence;
 use crate::room::typing::{TypingOutcome, TypingState};
 use crate::wire::{self, encode_broadcast, raw};
 use crate::SessionId;
-
-/// Most bytes one read of an offset gap from the database may return (the rest is read next).
-const GAP_READ_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// Room for the join reply beside `presence_state` when checking that a joiner's queue can take
 /// both, in bytes (the reply is `{"postgres_changes":[],"recovered":…}` plus the envelope).
@@ -109,42 +110,6 @@ impl Room {
             sequence: None,
             gap_pending: false,
         }
-    }
-
-    /// The broker has the room's subscription: take the other nodes' presence and, for a
-    /// durable topic in a cluster, the offset from which to deliver in order.
-    fn ready(
-        &mut self,
-        events: Vec<RemoteEvent>,
-        next_offset: Option<u64>,
-        ctx: &mut Context<Self>,
-    ) {
-        for event in events {
-            self.apply_remote(&event, ctx);
-        }
-        self.sequence = next_offset.map(Sequence::new);
-    }
-
-    fn apply_remote(&mut self, event: &RemoteEvent, ctx: &mut Context<Self>) {
-        let bounds = self.presence_bounds();
-        let diff = match event {
-            RemoteEvent::Presence { node, delta } => {
-                self.presence.apply_remote(*node, delta, &bounds)
-            }
-            RemoteEvent::Snapshot { node, entries } => {
-                self.presence.replace_node(*node, entries, &bounds)
-            }
-            RemoteEvent::NodeGone { node } => self.presence.remove_node(*node),
-            RemoteEvent::Typing { user, typing } => {
-                return self.announce_typing_here(user, *typing)
-            }
-            RemoteEvent::Reconnected => return self.check_position(ctx),
-            RemoteEvent::Announce => {
-                let entries = self.presence.local_entries();
-                return self.registry.broker().publish_snapshot(&self.key, entries);
-            }
-        };
-        self.send_presence_diff(&diff);
     }
 }
 
@@ -353,24 +318,6 @@ impl Handler<Deliver> for Room {
     }
 }
 
-impl Handler<Remote> for Room {
-    type Result = ();
-
-    /// Applies another node's presence change (or departure) and tells the members.
-    fn handle(&mut self, Remote(event): Remote, ctx: &mut Self::Context) {
-        self.apply_remote(&event, ctx);
-    }
-}
-
-impl Handler<LocalPresence> for Room {
-    type Result = MessageResult<LocalPresence>;
-
-    /// This node's presence in the room, for another node syncing it.
-    fn handle(&mut self, _: LocalPresence, _ctx: &mut Self::Context) -> Self::Result {
-        MessageResult(self.presence.local_entries())
-    }
-}
-
 impl Room {
     /// Encodes the publication once per version in use and pushes it to every member.
     fn fan_out(&mut self, publication: &Publication) {
@@ -415,116 +362,6 @@ impl Room {
         for id in failed {
             self.remove_member(id);
         }
-    }
-
-    /// In a cluster, the history window is fed by the room, in offset order: only a running
-    /// room sees every publication of its topic.
-    fn remember(&self, p: &Publication) {
-        if let (Some(cache), Some(d)) = (self.registry.cache(), &p.durable) {
-            let cached = CachedPublication {
-                offset: d.offset,
-                event: p.event.clone(),
-                body: p.body.clone(),
-                client_id: d.client_id.clone(),
-                created_at_ms: d.created_at_ms,
-            };
-            cache.push(&self.key, &d.epoch, Arc::new(cached));
-        }
-    }
-
-    /// Asks the database how far the topic has gone; what this room never received below it
-    /// is read as a gap.
-    fn check_position(&mut self, ctx: &mut Context<Self>) {
-        let (Some(_), Some(sequencing)) = (&self.sequence, self.registry.sequencing()) else {
-            return;
-        };
-        let (store, key) = (sequencing.store.clone(), self.key.clone());
-        let read = async move {
-            use locus_storage::Storage;
-            store.topic_meta(&key).await
-        };
-        ctx.spawn(
-            actix::fut::wrap_future::<_, Self>(read).map(|meta, room, ctx| {
-                if let (Ok(meta), Some(seq)) = (meta, room.sequence.as_mut()) {
-                    seq.stored_up_to(meta.next_offset);
-                }
-                room.watch_gap(ctx);
-            }),
-        );
-    }
-
-    /// Waits `cluster.gap_wait_ms` on an open offset gap, then reads it from the database.
-    fn watch_gap(&mut self, ctx: &mut Context<Self>) {
-        let (Some(seq), Some(sequencing)) = (&self.sequence, self.registry.sequencing()) else {
-            return;
-        };
-        if self.gap_pending || seq.gap().is_none() {
-            return;
-        }
-        self.gap_pending = true;
-        ctx.run_later(sequencing.gap_wait, |room, ctx| room.read_gap(ctx));
-    }
-
-    fn read_gap(&mut self, ctx: &mut Context<Self>) {
-        let (Some(seq), Some(sequencing)) = (&self.sequence, self.registry.sequencing()) else {
-            return;
-        };
-        let Some((from, to)) = seq.gap() else {
-            self.gap_pending = false;
-            return;
-        };
-        let (store, key) = (sequencing.store.clone(), self.key.clone());
-        let limit = ((to - from) as usize).min(sequence::HELD_MAX);
-        let read = async move {
-            use locus_storage::Storage;
-            store
-                .history(&key, from - 1, limit, GAP_READ_BYTES_MAX)
-                .await
-        };
-        ctx.spawn(
-            actix::fut::wrap_future::<_, Self>(read).map(|read, room, ctx| {
-                room.gap_pending = false;
-                let ready = match (read, room.sequence.as_mut()) {
-                    (Ok(h), Some(seq)) if !h.publications.is_empty() => {
-                        m::cluster_gap_fill("filled");
-                        let epoch: Arc<str> = Arc::from(h.epoch.unwrap_or_default());
-                        let found = (h.publications.into_iter())
-                            .map(|p| Arc::new(stored_publication(&room.key, &epoch, p)))
-                            .collect();
-                        seq.fill(found)
-                    }
-                    (_, Some(seq)) => {
-                        m::cluster_gap_fill("failed");
-                        seq.skip_gap()
-                    }
-                    (_, None) => Vec::new(),
-                };
-                for p in ready {
-                    room.fan_out(&p);
-                }
-                room.watch_gap(ctx);
-                room.stop_if_empty(ctx);
-            }),
-        );
-    }
-}
-
-/// A publication read from the database, as the room delivers it.
-fn stored_publication(key: &Arc<str>, epoch: &Arc<str>, p: locus_storage::Stored) -> Publication {
-    let cached = crate::publish::recovery::cached(p);
-    Publication {
-        topic: key.clone(),
-        event: cached.event.clone(),
-        body: cached.body.clone(),
-        sender: None,
-        accepted_at: Instant::now(),
-        durable: Some(Durable {
-            offset: cached.offset,
-            epoch: epoch.clone(),
-            client_id: cached.client_id.clone(),
-            replayed: false,
-            created_at_ms: cached.created_at_ms,
-        }),
     }
 }
 
