@@ -305,6 +305,19 @@ async fn local_delivery_survives_nats_loss_and_cross_node_delivery_resumes() {
     }
 }
 
+/// Nodes `a` and `b` on `nats`, storing `room:*` topics in `pg`, once they see each other.
+async fn durable_pair(pg: &pg::PgCluster, nats: &Nats) -> (Node, Node) {
+    let url = pg.url();
+    let env = [
+        ("LOCUS_STORAGE__URL", url.as_str()),
+        ("LOCUS_STORAGE__DURABLE_TOPICS", "[\"room:*\"]"),
+    ];
+    let a = Node::start("a", &nats.url(), &env).await;
+    let b = Node::start("b", &nats.url(), &env).await;
+    wait_formed(&[&a, &b], &["a", "b"]).await;
+    (a, b)
+}
+
 /// Two publishers on two nodes writing one durable topic (Postgres) get dense, unique offsets;
 /// the members on both nodes receive every publication once, in the same offset order; and a
 /// member rejoining on the other node recovers exactly what it missed.
@@ -314,14 +327,7 @@ async fn durable_offsets_are_dense_and_in_one_order_on_every_node() {
     const WINDOW: u64 = 20;
     let pg = pg::PgCluster::start();
     let nats = Nats::start();
-    let url = pg.url();
-    let env = [
-        ("LOCUS_STORAGE__URL", url.as_str()),
-        ("LOCUS_STORAGE__DURABLE_TOPICS", "[\"room:*\"]"),
-    ];
-    let a = Node::start("a", &nats.url(), &env).await;
-    let b = Node::start("b", &nats.url(), &env).await;
-    wait_formed(&[&a, &b], &["a", "b"]).await;
+    let (a, b) = durable_pair(&pg, &nats).await;
 
     let mut s1 = connect(&a).await;
     s1.join(ROOM, json!({})).await;
@@ -388,14 +394,7 @@ async fn durable_offsets_are_dense_and_in_one_order_on_every_node() {
 async fn a_durable_publication_missed_during_an_outage_is_read_from_the_database_in_order() {
     let pg = pg::PgCluster::start();
     let mut nats = Nats::start();
-    let url = pg.url();
-    let env = [
-        ("LOCUS_STORAGE__URL", url.as_str()),
-        ("LOCUS_STORAGE__DURABLE_TOPICS", "[\"room:*\"]"),
-    ];
-    let a = Node::start("a", &nats.url(), &env).await;
-    let b = Node::start("b", &nats.url(), &env).await;
-    wait_formed(&[&a, &b], &["a", "b"]).await;
+    let (a, b) = durable_pair(&pg, &nats).await;
     let mut x = connect(&a).await;
     let xj = x.join(ROOM, json!({"broadcast": {"ack": true}})).await;
     let mut y = connect(&b).await;
@@ -435,20 +434,9 @@ async fn a_durable_publication_missed_during_an_outage_is_read_from_the_database
 
 const NEARBY: &str = "realtime:nearby";
 
-async fn nearby(node: &Node, lat: f64, lng: f64, radius_m: u32) -> (Client, String) {
+async fn nearby(node: &Node, lat: f64, lng: f64, radius_m: f64) -> (Client, String) {
     let mut c = connect(node).await;
-    let jr = c
-        .join(NEARBY, json!({"nearby": {"radius_m": radius_m}}))
-        .await;
-    let r = c
-        .push(
-            Some(&jr),
-            NEARBY,
-            "location",
-            json!({"lat": lat, "lng": lng}),
-        )
-        .await;
-    assert_eq!(c.reply_to(&r).await.payload["status"], "ok");
+    let jr = c.join_nearby(lat, lng, radius_m).await;
     (c, jr)
 }
 
@@ -463,8 +451,8 @@ async fn geo_posts_rooms_and_beacons_cross_nodes_once() {
     wait_formed(&[&a, &b], &["a", "b"]).await;
     let (lat, lng) = (52.5200, 13.4050);
     let subscriptions_before = b.metric("locus_cluster_subscriptions", &[]).await;
-    let (mut near, _) = nearby(&b, lat + 0.001, lng, 1_000).await;
-    let (mut far, _) = nearby(&b, lat + 0.2, lng, 1_000).await;
+    let (mut near, _) = nearby(&b, lat + 0.001, lng, 1_000.0).await;
+    let (mut far, _) = nearby(&b, lat + 0.2, lng, 1_000.0).await;
     // Each member's cell subscribes its area's prefixes on b; wait until NATS has them.
     eventually("b listens to the area", || async {
         b.metric("locus_cluster_subscriptions", &[]).await > subscriptions_before
@@ -474,7 +462,7 @@ async fn geo_posts_rooms_and_beacons_cross_nodes_once() {
     let mut room = connect(&b).await;
     room.join(&format!("realtime:geo:{cell}"), json!({})).await;
 
-    let (mut poster, pj) = nearby(&a, lat, lng, 1_000).await;
+    let (mut poster, pj) = nearby(&a, lat, lng, 1_000.0).await;
     // Who is nearby spans nodes: the poster's list holds b's member in range, not the far one.
     let state = poster.next_event("presence_state").await;
     let listed = keys(&state.payload);

@@ -69,18 +69,7 @@ async fn subscribe(server: &TestServer, vsn: Vsn, at: Point, radius_m: f64) -> (
 
 /// Joins `realtime:nearby` with `radius_m` on `c` and locates it at `at`.
 async fn subscribe_as(mut c: Client, at: Point, radius_m: f64) -> (Client, String) {
-    let jr = c
-        .join(NEARBY, json!({"nearby": {"radius_m": radius_m}}))
-        .await;
-    let r = c
-        .push(
-            Some(&jr),
-            NEARBY,
-            "location",
-            json!({"lat": at.lat, "lng": at.lng}),
-        )
-        .await;
-    assert_eq!(c.reply_to(&r).await.payload["status"], "ok");
+    let jr = c.join_nearby(at.lat, at.lng, radius_m).await;
     (c, jr)
 }
 

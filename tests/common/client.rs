@@ -183,6 +183,19 @@ impl Client {
         }
     }
 
+    /// Joins `realtime:nearby` with `radius_m`, locates the member at (`lat`, `lng`) and returns
+    /// the join ref.
+    pub async fn join_nearby(&mut self, lat: f64, lng: f64, radius_m: f64) -> String {
+        let topic = "realtime:nearby";
+        let jr = self
+            .join(topic, json!({"nearby": {"radius_m": radius_m}}))
+            .await;
+        let at = json!({"lat": lat, "lng": lng});
+        let r = self.push(Some(&jr), topic, "location", at).await;
+        assert_eq!(self.reply_to(&r).await.payload["status"], "ok");
+        jr
+    }
+
     pub async fn heartbeat(&mut self) -> Msg {
         let r = self.push(None, "phoenix", "heartbeat", json!({})).await;
         self.reply_to(&r).await
