@@ -104,6 +104,36 @@ async fn broadcasts_cross_nodes_exactly_once_in_order_with_self_both_ways() {
         )
         .await;
     assert!(received_on_a >= 51.0, "{received_on_a}");
+
+    // A member on c makes c subscribe; once it leaves, c unsubscribes and receives nothing more.
+    let idle = c.metric("locus_cluster_subscriptions", &[]).await;
+    let mut w = connect(&c).await;
+    let wj = w.join(ROOM, json!({})).await;
+    send(&mut y, &yj, ROOM, 200).await;
+    assert_eq!(
+        drain_ns(&mut w, Duration::from_millis(500)).await,
+        vec![200]
+    );
+    w.push(Some(&wj), ROOM, "phx_leave", json!({})).await;
+    eventually("c unsubscribes", || async {
+        c.metric("locus_cluster_subscriptions", &[]).await == idle
+    })
+    .await;
+    let in_publication = ["direction=\"in\"", "kind=\"publication\""];
+    let before = c
+        .metric("locus_cluster_messages_total", &in_publication)
+        .await;
+    for n in 201..=210 {
+        send(&mut y, &yj, ROOM, n).await;
+    }
+    assert_eq!(
+        drain_ns(&mut x, Duration::from_millis(700)).await.len(),
+        10 + 1
+    );
+    let after = c
+        .metric("locus_cluster_messages_total", &in_publication)
+        .await;
+    assert_eq!(after, before, "c left the topic");
 }
 
 /// A member joining on one node gets a `presence_state` listing the members tracked on the

@@ -59,6 +59,7 @@ pub(super) async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Interest>) {
             Err(e) => tracing::error!(subject, error = %e, "cluster: cannot subscribe"),
         }
     }
+    m::cluster_subscriptions().set(control.len() as f64);
     while let Some(cmd) = rx.recv().await {
         match cmd {
             Interest::Room { topic, ready } => {
