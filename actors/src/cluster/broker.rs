@@ -183,9 +183,9 @@ impl Broker for NatsBroker {
                 topic: topic.clone(),
                 ready: Some(ready),
             };
-            if shared.interest.send(cmd).await.is_err() {
-                return Vec::new();
-            }
+            super::interest::request(&shared, cmd);
+            // Bounded: a room whose subscription NATS cannot confirm in time serves its local
+            // members anyway (the subscription is still made).
             let _ = tokio::time::timeout(wait, subscribed).await;
             (tokio::time::timeout(wait, sync(&shared, &topic)).await).unwrap_or_default()
         })
