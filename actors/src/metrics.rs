@@ -76,6 +76,8 @@ pub enum DropReason {
     ClusterDisconnected,
     /// A message from NATS that this node cannot decode.
     ClusterMalformed,
+    /// Presence from a node this node does not track (gone, or past `cluster.nodes_max`).
+    ClusterUnknownNode,
 }
 
 impl DropReason {
@@ -91,6 +93,7 @@ impl DropReason {
             DropReason::ClusterQueueFull => "cluster_queue_full",
             DropReason::ClusterDisconnected => "cluster_disconnected",
             DropReason::ClusterMalformed => "cluster_malformed",
+            DropReason::ClusterUnknownNode => "cluster_unknown_node",
         }
     }
 }
@@ -432,6 +435,7 @@ impl DropReason {
         DropReason::ClusterQueueFull,
         DropReason::ClusterDisconnected,
         DropReason::ClusterMalformed,
+        DropReason::ClusterUnknownNode,
     ];
 }
 

@@ -163,9 +163,11 @@ impl Broker for NatsBroker {
         let s = &self.shared;
         let msg = encode_publication(s.me, &publication);
         let subject = room_subject(&publication.topic);
-        let local = s.local.deliver(Arc::new(publication));
+        // Refused here (the room is busy) is refused everywhere: the publisher retries, and a
+        // copy already on its way to other nodes would then arrive twice.
+        s.local.deliver(Arc::new(publication))?;
         s.send(subject, Kind::Publication, msg);
-        local
+        Ok(())
     }
 
     fn subscribe(&self, topic: Arc<str>, room: RoomLink) -> BoxFuture<'static, Vec<RemoteEvent>> {

@@ -27,10 +27,11 @@ pub enum Kind {
     Sync = 8,
     Typing = 9,
     Near = 10,
+    Resync = 11,
 }
 
 impl Kind {
-    const ALL: [Kind; 10] = [
+    const ALL: [Kind; 11] = [
         Kind::Publication,
         Kind::Presence,
         Kind::Snapshot,
@@ -41,6 +42,7 @@ impl Kind {
         Kind::Sync,
         Kind::Typing,
         Kind::Near,
+        Kind::Resync,
     ];
 
     /// The `kind` label of `locus_cluster_messages_total`.
@@ -56,6 +58,7 @@ impl Kind {
             Kind::Sync => "sync",
             Kind::Typing => "typing",
             Kind::Near => "near",
+            Kind::Resync => "resync",
         }
     }
 }

@@ -16,14 +16,16 @@ use tokio::task::JoinHandle;
 
 use super::broker::{self, decode_publication, room_subject, PresenceHeader, TypingHeader};
 use super::envelope::{Envelope, Kind};
-use super::nodes::{Bye, Change, Heartbeat};
+use super::nodes::{Bye, Change, Heartbeat, Resync};
 use super::{geo, Shared, NEAR_SUBJECT, NODES_SUBJECT, SYNC_SUBJECT};
 use crate::broker::{Remote, RemoteEvent};
 use crate::metrics::{self as m, DropReason};
 
 /// Longest wait for NATS to confirm a new subscription before a room is let go on, in
 /// milliseconds (it is then confirmed in the background).
-const SUBSCRIBE_FLUSH_MS: u64 = 2_000;
+const SUBSCRIBE_CONFIRM_MS: u64 = 2_000;
+/// Requests to this subject (never served) prove a round trip to the server.
+const CONFIRM_SUBJECT_PREFIX: &str = "locus.confirm";
 
 /// A change of this node's interest.
 pub(super) enum Interest {
@@ -51,7 +53,7 @@ pub(super) fn request(shared: &Arc<Shared>, cmd: Interest) {
 /// The interest task: owns every subscription of this node.
 pub(super) async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Interest>) {
     let mut rooms: HashMap<Arc<str>, JoinHandle<()>> = HashMap::new();
-    let mut areas: HashMap<String, (usize, JoinHandle<()>)> = HashMap::new();
+    let mut areas: HashMap<String, (i64, Option<JoinHandle<()>>)> = HashMap::new();
     let mut control = Vec::new();
     for subject in [NODES_SUBJECT, SYNC_SUBJECT, NEAR_SUBJECT] {
         match shared.client.subscribe(subject).await {
@@ -63,10 +65,13 @@ pub(super) async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Interest>) {
     while let Some(cmd) = rx.recv().await {
         match cmd {
             Interest::Room { topic, ready } => {
-                if let Entry::Vacant(vacant) = rooms.entry(topic) {
-                    let subject = room_subject(vacant.key());
-                    if let Some(reader) = subscribe(&shared, subject).await {
-                        vacant.insert(reader);
+                // A room already gone (its `RoomGone` overtook this command) needs nothing.
+                if shared.local.room(&topic).is_some() {
+                    if let Entry::Vacant(vacant) = rooms.entry(topic) {
+                        let subject = room_subject(vacant.key());
+                        if let Some(reader) = subscribe(&shared, subject).await {
+                            vacant.insert(reader);
+                        }
                     }
                 }
                 if let Some(ready) = ready {
@@ -82,24 +87,26 @@ pub(super) async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Interest>) {
             }
             Interest::Cell(cell, up) => {
                 for subject in geo::area_subjects(&cell) {
-                    if up {
-                        if let Some((n, _)) = areas.get_mut(&subject) {
-                            *n += 1;
-                        } else if let Some(reader) = subscribe(&shared, subject.clone()).await {
-                            areas.insert(subject, (1, reader));
+                    // Counted up and down per cell actor; a stop may overtake its start (a
+                    // command handed to a task when the queue was full), so counts may dip
+                    // below zero and the subscription follows the count, not the order.
+                    let area = areas.entry(subject.clone()).or_insert((0, None));
+                    area.0 += if up { 1 } else { -1 };
+                    if area.0 > 0 && area.1.is_none() {
+                        area.1 = subscribe(&shared, subject.clone()).await;
+                    } else if area.0 <= 0 {
+                        if let Some(reader) = area.1.take() {
+                            reader.abort();
                         }
-                    } else if let Some((n, _)) = areas.get_mut(&subject) {
-                        *n -= 1;
-                        if *n == 0 {
-                            if let Some((_, reader)) = areas.remove(&subject) {
-                                reader.abort();
-                            }
-                        }
+                    }
+                    if area.0 == 0 {
+                        areas.remove(&subject);
                     }
                 }
             }
         }
-        m::cluster_subscriptions().set((rooms.len() + areas.len() + control.len()) as f64);
+        let areas_held = areas.values().filter(|a| a.1.is_some()).count();
+        m::cluster_subscriptions().set((rooms.len() + areas_held + control.len()) as f64);
     }
 }
 
@@ -114,13 +121,16 @@ async fn subscribe(shared: &Arc<Shared>, subject: String) -> Option<JoinHandle<(
     }
 }
 
-/// Tells `ready` once NATS has processed every subscription sent so far (a flush is a
-/// round trip after them), without holding up the interest task.
+/// Tells `ready` once NATS has processed every subscription sent so far, without holding up
+/// the interest task. The proof is a round trip behind them on the same connection: a request
+/// to a subject nobody serves, which the server answers at once with "no responders" (a
+/// client flush only writes the socket).
 fn confirm(shared: &Arc<Shared>, ready: oneshot::Sender<()>) {
     let client = shared.client.clone();
+    let subject = format!("{CONFIRM_SUBJECT_PREFIX}.{:x}", shared.me);
     tokio::spawn(async move {
-        let wait = Duration::from_millis(SUBSCRIBE_FLUSH_MS);
-        let _ = tokio::time::timeout(wait, client.flush()).await;
+        let wait = Duration::from_millis(SUBSCRIBE_CONFIRM_MS);
+        let _ = tokio::time::timeout(wait, client.request(subject, bytes::Bytes::new())).await;
         let _ = ready.send(());
     });
 }
@@ -151,6 +161,10 @@ fn dispatch(shared: &Arc<Shared>, env: Envelope, reply: Option<String>) {
             }
             Err(e) => malformed(&e),
         },
+        Kind::Presence | Kind::Snapshot if !shared.nodes().is_live(env.origin) => {
+            // Kept, it would outlive its node: nothing removes presence of an untracked node.
+            m::dropped(DropReason::ClusterUnknownNode);
+        }
         Kind::Presence | Kind::Snapshot => {
             let Ok(h) = env.header::<PresenceHeader>() else {
                 return malformed("presence header");
@@ -169,8 +183,10 @@ fn dispatch(shared: &Arc<Shared>, env: Envelope, reply: Option<String>) {
                     entries: h.entries,
                 },
             };
-            // Presence must not be lost to a busy mailbox: bounded by the rooms and the peers.
-            room.remote.do_send(Remote(Arc::new(event)));
+            // A room too busy to take it misses it until the next snapshot of that node.
+            if room.remote.try_send(Remote(Arc::new(event))).is_err() {
+                m::dropped(DropReason::RoomMailboxFull);
+            }
         }
         Kind::Typing => {
             let Ok(h) = env.header::<TypingHeader>() else {
@@ -204,6 +220,11 @@ fn dispatch(shared: &Arc<Shared>, env: Envelope, reply: Option<String>) {
             let change = shared.nodes().bye(env.origin);
             node_changes(shared, change.into_iter().collect());
         }
+        Kind::Resync => match env.header::<Resync>() {
+            Ok(r) if r.to.is_none_or(|to| to == shared.me) => broker::announce_all(shared),
+            Ok(_) => {}
+            Err(_) => malformed("resync"),
+        },
         Kind::Sync => match reply {
             Some(reply) => broker::answer_sync(shared, &env, reply),
             None => malformed("sync without a reply subject"),
@@ -217,11 +238,13 @@ fn dispatch(shared: &Arc<Shared>, env: Envelope, reply: Option<String>) {
 
 fn node_changes(shared: &Arc<Shared>, changes: Vec<Change>) {
     let mut appeared = false;
+    let mut changes_up = Vec::new();
     for change in changes {
         match change {
             Change::Up(node) => {
                 tracing::info!(node, "cluster: node up");
                 appeared = true;
+                changes_up.push(node);
             }
             Change::Gone(node) => {
                 tracing::info!(node, "cluster: node gone, its presences leave");
@@ -230,8 +253,12 @@ fn node_changes(shared: &Arc<Shared>, changes: Vec<Change>) {
         }
     }
     if appeared {
-        // A peer that had given this node up (or never knew it) learns its presence again.
+        // A peer that had given this node up (or never knew it) learns its presence again,
+        // and is asked for its own: it may not have given this node up (a one-sided sweep).
         broker::announce_all(shared);
+    }
+    for change in changes_up {
+        super::request_resync(shared, Some(change));
     }
 }
 

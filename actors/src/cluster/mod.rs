@@ -62,6 +62,8 @@ const INTEREST_COMMANDS_MAX: usize = 4_096;
 const RECONNECT_DELAY_MS_MAX: u64 = 1_000;
 /// How long a goodbye may take to reach NATS at shutdown, in milliseconds.
 const BYE_FLUSH_MS: u64 = 1_000;
+/// Shortest ping interval to NATS, in milliseconds (it follows `cluster.heartbeat_ms`).
+const PING_INTERVAL_MS_MIN: u64 = 500;
 
 const NODES_SUBJECT: &str = "locus.nodes";
 const SYNC_SUBJECT: &str = "locus.sync";
@@ -134,6 +136,11 @@ impl Cluster {
             .retry_on_initial_connect()
             .max_reconnects(None)
             .subscription_capacity(config.subscription_messages_max)
+            // A half-open connection is noticed within two pings, not minutes (the default
+            // ping interval is 60 s).
+            .ping_interval(Duration::from_millis(
+                config.heartbeat_ms.max(PING_INTERVAL_MS_MIN),
+            ))
             .reconnect_delay_callback(|attempts| {
                 let ms = 50u64.saturating_mul(1 << attempts.min(5));
                 Duration::from_millis(ms.min(RECONNECT_DELAY_MS_MAX))
@@ -216,16 +223,22 @@ impl Cluster {
         }
     }
 
-    /// Tells the other nodes this one is leaving, so its presences leave at once.
+    /// Tells the other nodes this one is leaving, so its presences leave at once (bounded in
+    /// time: NATS may be away).
     pub async fn leave(&self) {
         let s = &self.shared;
         s.leaving.store(true, Ordering::Release);
-        let bye = envelope::encode(Kind::Bye, s.me, &nodes::Bye { id: s.id.clone() }, &[]);
-        if s.client.publish(NODES_SUBJECT, bye).await.is_ok() {
-            m::cluster_message("out", Kind::Bye.label());
+        if !s.connected() {
+            return;
         }
-        let flush = tokio::time::timeout(Duration::from_millis(BYE_FLUSH_MS), s.client.flush());
-        let _ = flush.await;
+        let bye = envelope::encode(Kind::Bye, s.me, &nodes::Bye { id: s.id.clone() }, &[]);
+        let said = async {
+            if s.client.publish(NODES_SUBJECT, bye).await.is_ok() {
+                m::cluster_message("out", Kind::Bye.label());
+            }
+            let _ = s.client.flush().await;
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(BYE_FLUSH_MS), said).await;
     }
 }
 
@@ -283,20 +296,39 @@ async fn publish_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<(String, Kind,
     }
 }
 
-/// NATS connection events: after a reconnect, every room announces its presence again (deltas
-/// sent while NATS was away were lost).
+/// NATS connection events. After a reconnect, or messages lost to a full subscription, what
+/// crossed meanwhile may be lost: every room announces its presence again, every peer is asked
+/// to announce its own, and durable rooms compare their position with the database's.
 async fn events_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<async_nats::Event>) {
     while let Some(event) = rx.recv().await {
         match event {
             async_nats::Event::Connected => {
                 tracing::info!("cluster: NATS connected");
-                broker::announce_all(&shared);
-                broker::tell_rooms(&shared, RemoteEvent::Reconnected);
+                resync(&shared);
+            }
+            async_nats::Event::SlowConsumer(sid) => {
+                tracing::warn!(
+                    sid,
+                    "cluster: messages lost to a full subscription; resyncing"
+                );
+                resync(&shared);
             }
             async_nats::Event::Disconnected => tracing::warn!("cluster: NATS disconnected"),
             other => tracing::debug!(event = %other, "cluster: NATS event"),
         }
     }
+}
+
+fn resync(shared: &Arc<Shared>) {
+    broker::announce_all(shared);
+    request_resync(shared, None);
+    broker::tell_rooms(shared, RemoteEvent::Reconnected);
+}
+
+/// Asks the peers (or the one named) to announce their presence again.
+fn request_resync(shared: &Arc<Shared>, to: Option<NodeRef>) {
+    let msg = envelope::encode(Kind::Resync, shared.me, &nodes::Resync { to }, &[]);
+    shared.send(NODES_SUBJECT.to_owned(), Kind::Resync, msg);
 }
 
 /// Announces this node every `cluster.heartbeat_ms` and gives up on silent peers.
@@ -315,7 +347,15 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
             reach_m: shared.cells.get().map_or(0.0, |c| c.reach_m()),
         };
         let msg = envelope::encode(Kind::Heartbeat, shared.me, &hb, &[]);
-        shared.send(NODES_SUBJECT.to_owned(), Kind::Heartbeat, msg);
+        if shared.connected() {
+            // Straight to the client, not through the queue that drops under load: a missed
+            // heartbeat makes peers give this node up.
+            let beat = shared.client.publish(NODES_SUBJECT, msg);
+            let every = Duration::from_millis(shared.config.heartbeat_ms);
+            if let Ok(Ok(())) = tokio::time::timeout(every, beat).await {
+                m::cluster_message("out", Kind::Heartbeat.label());
+            }
+        }
         let dead = shared.nodes().sweep(Instant::now(), down);
         for node in dead {
             tracing::warn!(

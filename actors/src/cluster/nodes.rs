@@ -24,6 +24,13 @@ pub struct Bye {
     pub id: String,
 }
 
+/// A node asking its peers to announce their presence again (after its NATS connection came
+/// back, or when it learns of a peer): all of them, or the one named.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Resync {
+    pub to: Option<NodeRef>,
+}
+
 /// A change in the set of live peers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
@@ -122,6 +129,12 @@ impl NodeRegistry {
             self.peers.remove(n);
         }
         dead
+    }
+
+    /// Whether `node` is a live peer (what a node not tracked says about presence is not kept:
+    /// nothing would remove it when that node dies).
+    pub fn is_live(&self, node: NodeRef) -> bool {
+        self.peers.contains_key(&node)
     }
 
     /// Every peer (not this node).

@@ -3,15 +3,22 @@
 //! offset order across nodes, with gaps read from the database.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
+use super::registry::DurableStart;
 use super::sequence::{self, Sequence};
 use super::Room;
 use crate::broker::{Durable, LocalPresence, Publication, Remote, RemoteEvent};
 use crate::metrics as m;
 use crate::publish::history::CachedPublication;
+
+/// How often a durable room asks the database for its position again after NATS came back,
+/// while the database does not answer, in milliseconds…
+const POSITION_RETRY_MS: u64 = 1_000;
+/// …and how many times at most.
+const POSITION_CHECKS_MAX: u32 = 30;
 
 /// Most bytes one read of an offset gap from the database may return (the rest is read next).
 const GAP_READ_BYTES_MAX: usize = 4 * 1024 * 1024;
@@ -22,13 +29,20 @@ impl Room {
     pub(super) fn ready(
         &mut self,
         events: Vec<RemoteEvent>,
-        next_offset: Option<u64>,
+        start: Option<DurableStart>,
         ctx: &mut Context<Self>,
     ) {
         for event in events {
             self.apply_remote(&event, ctx);
         }
-        self.sequence = next_offset.map(Sequence::new);
+        if let Some(start) = start {
+            if let Some(cache) = self.registry.cache() {
+                for p in start.recent {
+                    cache.push(&self.key, &start.epoch, p);
+                }
+            }
+            self.sequence = Some(Sequence::new(start.next_offset));
+        }
     }
 
     fn apply_remote(&mut self, event: &RemoteEvent, ctx: &mut Context<Self>) {
@@ -71,6 +85,12 @@ impl Room {
     /// Asks the database how far the topic has gone; what this room never received below it
     /// is read as a gap.
     fn check_position(&mut self, ctx: &mut Context<Self>) {
+        self.check_position_within(POSITION_CHECKS_MAX, ctx);
+    }
+
+    /// [`check_position`](Self::check_position), tried again (every `POSITION_RETRY_MS`) while
+    /// the database does not answer, `attempts` times at most.
+    fn check_position_within(&mut self, attempts: u32, ctx: &mut Context<Self>) {
         let (Some(_), Some(sequencing)) = (&self.sequence, self.registry.sequencing()) else {
             return;
         };
@@ -80,9 +100,16 @@ impl Room {
             store.topic_meta(&key).await
         };
         ctx.spawn(
-            actix::fut::wrap_future::<_, Self>(read).map(|meta, room, ctx| {
-                if let (Ok(meta), Some(seq)) = (meta, room.sequence.as_mut()) {
-                    seq.stored_up_to(meta.next_offset);
+            actix::fut::wrap_future::<_, Self>(read).map(move |meta, room, ctx| {
+                match (meta, room.sequence.as_mut()) {
+                    (Ok(meta), Some(seq)) => seq.stored_up_to(meta.next_offset),
+                    (Err(_), Some(_)) if attempts > 1 => {
+                        let retry = Duration::from_millis(POSITION_RETRY_MS);
+                        ctx.run_later(retry, move |room, ctx| {
+                            room.check_position_within(attempts - 1, ctx)
+                        });
+                    }
+                    _ => {}
                 }
                 room.watch_gap(ctx);
             }),

@@ -195,7 +195,19 @@ impl Handler<Join> for Room {
     /// what the member missed when it asked to recover or replay. A `presence_state` the
     /// member's queue cannot take is a refusal of the join with a reason, not a slow-consumer
     /// kill of the joiner.
-    fn handle(&mut self, msg: Join, _ctx: &mut Self::Context) -> bool {
+    fn handle(&mut self, msg: Join, ctx: &mut Self::Context) -> bool {
+        let joined = self.join(msg);
+        if !joined {
+            // A room started for a join it refused must not linger (in a cluster it holds a
+            // subscription to the topic).
+            self.stop_if_empty(ctx);
+        }
+        joined
+    }
+}
+
+impl Room {
+    fn join(&mut self, msg: Join) -> bool {
         let jr = msg.join_ref.as_deref();
         let state = if msg.presence_enabled {
             let Some(frame) = self.presence_state_frame(msg.vsn, jr, &msg.outbox) else {

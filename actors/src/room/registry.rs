@@ -15,8 +15,21 @@ use locus_storage::{AnyStore, Storage};
 use crate::broker::{Broker, RoomLink};
 use crate::config::{RoomLimits, StorageLimits};
 use crate::metrics as m;
-use crate::publish::history::HistoryCache;
+use crate::publish::history::{CachedPublication, HistoryCache};
+use crate::publish::recovery::cached;
 use crate::room::Room;
+
+/// How much fewer publications a durable room's start reads again when the page of recent
+/// ones was cut short by `storage.history_window_topic_bytes_max`.
+const PRELOAD_SHRINK: usize = 4;
+
+/// Where a durable room in a cluster starts: the next offset, and the publications before it
+/// (oldest first) for the history window.
+pub(super) struct DurableStart {
+    pub next_offset: u64,
+    pub epoch: Arc<str>,
+    pub recent: Vec<Arc<CachedPublication>>,
+}
 
 /// In a cluster, how durable rooms keep offset order: the store to read gaps from and which
 /// topics are durable.
@@ -63,17 +76,44 @@ impl RoomRegistry {
         self.sequencing.as_ref()
     }
 
-    /// For a durable topic's room in a cluster: reads the offset its next publication gets,
-    /// once the room's subscription is live (so every later one reaches the room).
-    fn next_offset(&self, key: &Arc<str>) -> Option<BoxFuture<'static, Option<u64>>> {
+    /// For a durable topic's room in a cluster, read once the room's subscription is live (so
+    /// every later publication reaches the room): the offset its next publication gets, and the
+    /// publications just before it. Those fill the history window, so a joiner whose recovery
+    /// read the database before the room started gets what was committed in between.
+    fn durable_start(&self, key: &Arc<str>) -> Option<BoxFuture<'static, Option<DurableStart>>> {
         let seq = self.sequencing.as_ref()?;
         if !seq.storage.is_durable(key) {
             return None;
         }
         let (store, key) = (seq.store.clone(), key.clone());
+        let (count, bytes) = (
+            seq.storage.history_window_size,
+            seq.storage.history_window_topic_bytes_max,
+        );
         Some(Box::pin(async move {
-            match store.topic_meta(&key).await {
-                Ok(meta) => Some(meta.next_offset),
+            let read = async {
+                let meta = store.topic_meta(&key).await?;
+                let next = meta.next_offset;
+                // The window must end at the newest publication: a page cut short by bytes
+                // is read again with fewer publications.
+                let mut want = count;
+                let recent = loop {
+                    let after = next.saturating_sub(want as u64 + 1);
+                    let h = store.history(&key, after, want, bytes).await?;
+                    let ends = h.publications.last().is_none_or(|p| p.offset + 1 == next);
+                    if ends || want <= 1 {
+                        break if ends { h } else { Default::default() };
+                    }
+                    want /= PRELOAD_SHRINK;
+                };
+                Ok::<_, locus_storage::StoreError>((next, recent))
+            };
+            match read.await {
+                Ok((next_offset, h)) => Some(DurableStart {
+                    next_offset,
+                    epoch: Arc::from(h.epoch.unwrap_or_default()),
+                    recent: h.publications.into_iter().map(cached).collect(),
+                }),
                 Err(e) => {
                     tracing::warn!(topic = %key, error = %e, "room: topic offsets unreadable; delivering unsequenced");
                     None
@@ -118,18 +158,18 @@ impl RoomRegistry {
         let registry = self.clone();
         Room::create(move |ctx| {
             let subscribed = registry.broker.subscribe(key.clone(), link(&ctx.address()));
-            let next_offset = registry.next_offset(&key);
+            let durable = registry.durable_start(&key);
             let ready = async move {
                 let events = subscribed.await;
-                let next = match next_offset {
+                let start = match durable {
                     Some(read) => read.await,
                     None => None,
                 };
-                (events, next)
+                (events, start)
             };
             ctx.wait(
                 actix::fut::wrap_future::<_, Room>(ready)
-                    .map(|(events, next), room, ctx| room.ready(events, next, ctx)),
+                    .map(|(events, start), room, ctx| room.ready(events, start, ctx)),
             );
             Room::new(key, registry.clone(), registry.limits.clone())
         })
