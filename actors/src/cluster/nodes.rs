@@ -177,7 +177,11 @@ mod tests {
         assert_eq!(r.sweep(later, Duration::from_millis(500)), vec![2]);
         assert_eq!(r.bye(3), Some(Change::Gone(3)));
         assert!(r.peers().is_empty());
-        assert_eq!(r.heard(3, hb("b"), later), Some(vec![]), "a late heartbeat after a bye");
+        assert_eq!(
+            r.heard(3, hb("b"), later),
+            Some(vec![]),
+            "a late heartbeat after a bye"
+        );
         assert!(r.peers().is_empty());
     }
 
