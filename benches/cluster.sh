@@ -8,7 +8,8 @@
 # publication (deltas of nats-server's /varz over the run, heartbeats included), and the
 # publications node C received (its /metrics): interest routing means 0, since C has no member
 # of the room. Single-node and cluster runs alternate, ROUNDS times, so that both see the same
-# machine. Installs nats-server when missing.
+# machine; each run also says how much CPU processes other than this script's took meanwhile
+# (a shared machine's builds show there). Installs nats-server when missing.
 #
 #   benches/cluster.sh                           # ~2 minutes after the build
 #   RATES=2000,5000,10000 ROUNDS=3 benches/cluster.sh
@@ -38,9 +39,12 @@ LOADGEN=$BIN/locus-loadgen
 rm -rf "$OUT"
 mkdir -p "$OUT/db"
 PIDS=()
+# Nodes first (last started first), so that they leave while NATS still carries their goodbye.
 cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+    kill "${PIDS[i]}" 2>/dev/null || true
+    wait "${PIDS[i]}" 2>/dev/null || true
+  done
 }
 trap cleanup EXIT
 
@@ -108,6 +112,27 @@ sees_three() {
 }
 for port in $A $B $C; do wait_for "three nodes seen from :$port" sees_three "$port"; done
 
+# CPU seconds: the whole machine's busy time, and the servers this script started.
+CPU_NOW='
+import os, sys
+hz = os.sysconf("SC_CLK_TCK")
+f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+busy = sum(f) - f[3] - f[4]  # all but idle and iowait
+ours = 0
+for pid in sys.argv[1:]:
+    try:
+        ours += sum(int(x) for x in open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[11:13])
+    except OSError:
+        pass
+print(busy / hz, ours / hz)'
+# CPU seconds of the commands this shell ran and waited for (the load generator, curl, python),
+# from `times` saved in FILE: `times` must run in this shell, not in a $(…) subshell.
+children_cpu() {
+  tail -1 "$1" | python3 -c '
+import re, sys
+print(sum(float(m) * 60 + float(s) for m, s in re.findall(r"(\d+)m([\d.]+)s", sys.stdin.read())))'
+}
+
 ws() { echo "ws://127.0.0.1:$1/socket/websocket"; }
 PUB=publication
 ROWS=$OUT/rows.jsonl
@@ -121,15 +146,24 @@ run() {
     c0=$(counter "$C" locus_cluster_messages_total 'direction="in"' "kind=\"$PUB\"")
   fi
   echo "== $setup: $rate msgs/s, ${STEP_S} s (round $round)" >&2
+  local busy0 ours0 busy1 ours1 kids0 kids1 t0 t1
+  read -r busy0 ours0 < <(python3 -c "$CPU_NOW" "${PIDS[@]}")
+  times >"$OUT/times.0"; kids0=$(children_cpu "$OUT/times.0"); t0=$(date +%s.%N)
   "$LOADGEN" fanout "$@" --clients "$CLIENTS" --rooms 1 --publishers 1 \
     --payload-bytes "$PAYLOAD_BYTES" --rate "$rate" --duration-s "$STEP_S" >"$json"
+  read -r busy1 ours1 < <(python3 -c "$CPU_NOW" "${PIDS[@]}")
+  times >"$OUT/times.1"; kids1=$(children_cpu "$OUT/times.1"); t1=$(date +%s.%N)
+  local other
+  other=$(python3 -c "print(max(0.0, (($busy1 - $busy0) - ($ours1 - $ours0) - ($kids1 - $kids0)) \
+    / (($t1 - $t0) * $(nproc))))")
   if [ "$setup" = cluster ]; then
     in1=$(varz in_msgs); out1=$(varz out_msgs)
     c1=$(counter "$C" locus_cluster_messages_total 'direction="in"' "kind=\"$PUB\"")
   fi
-  python3 - "$json" "$setup" "$round" $((in1 - in0)) $((out1 - out0)) $((c1 - c0)) >>"$ROWS" <<'EOF'
+  python3 - "$json" "$setup" "$round" $((in1 - in0)) $((out1 - out0)) $((c1 - c0)) "$other" \
+    >>"$ROWS" <<'EOF'
 import json, sys
-path, setup, rnd, nats_in, nats_out, c_in = sys.argv[1:]
+path, setup, rnd, nats_in, nats_out, c_in, other = sys.argv[1:]
 s = json.load(open(path))["steps"][0]
 sent = s["sent"] or 1
 cluster = setup == "cluster"
@@ -142,6 +176,7 @@ print(json.dumps({
     "nats_in_per_pub": int(nats_in) / sent if cluster else None,
     "nats_out_per_pub": int(nats_out) / sent if cluster else None,
     "c_publications_in": int(c_in) if cluster else None,
+    "other_cpu": float(other),
 }))
 EOF
 }
@@ -166,8 +201,8 @@ n = lambda v: f"{v:,.0f}"
 f = lambda v, d=1: "—" if v is None else f"{v:.{d}f}"
 print("| setup | rate in (msg/s) | sent | delivered / expected | on A / on B | delivered/s "
       "| p50 ms | p99 ms | NATS in / publication | NATS out / publication "
-      "| node C publications in |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
+      "| node C publications in | CPU taken by others |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 for r in sorted(rows, key=lambda r: (r["rate"], r["round"], r["setup"] != "single")):
     cluster = r["setup"] == "cluster"
     split = " / ".join(n(d) for d, _ in r["by_server"]) if cluster else "—"
@@ -175,7 +210,8 @@ for r in sorted(rows, key=lambda r: (r["rate"], r["round"], r["setup"] != "singl
           f"| {n(r['delivered'])} / {n(r['expected'])} | {split} | {n(r['delivered_per_s'])} "
           f"| {f(r['p50'])} | {f(r['p99'])} | {f(r['nats_in_per_pub'], 3)} "
           f"| {f(r['nats_out_per_pub'], 3)} "
-          f"| {'—' if r['c_publications_in'] is None else n(r['c_publications_in'])} |")
+          f"| {'—' if r['c_publications_in'] is None else n(r['c_publications_in'])} "
+          f"| {r['other_cpu']:.0%} |")
 EOF
 cat "$OUT/table.md" "$OUT/drops.txt"
 echo "cluster.sh: summaries, logs and table.md in $OUT" >&2
