@@ -87,6 +87,7 @@ NODES=("single:$SINGLE:${PIDS[-1]}")
 NATS_PORT=$(free_port); NATS_MON=$(free_port)
 nats-server -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MON" >"$OUT/nats.log" 2>&1 &
 PIDS+=($!)
+NODES+=("nats::$!")
 wait_for nats-server curl -sf "http://127.0.0.1:$NATS_MON/varz"
 A=$(free_port); B=$(free_port); C=$(free_port)
 for node in a:$A b:$B c:$C; do

@@ -1,13 +1,15 @@
 """The figures of benches/cluster.sh from the counters around each run (standard library only).
 
     cluster_figures.py snapshot FILE TIMES NATS_MON NAME:PORT:PID...   counters now, as JSON
+                                   (an empty PORT: a process without /metrics, nats-server)
     cluster_figures.py row RUN SETUP ROUND                             one run's figures, a JSON line
     cluster_figures.py table ROWS                                      the Markdown table
 
 A snapshot holds nats-server's messages in and out (/varz), each node's cluster messages and
 drops by label set (/metrics) and CPU seconds: the whole machine's busy time, each node's, and
 the commands the script waited for (the load generator, from bash's `times` in TIMES). A row is
-the deltas between RUN.before.json and RUN.after.json beside the load generator's RUN.json.
+the deltas between RUN.before.json and RUN.after.json beside the load generator's RUN.json;
+its server CPU is that of the processes serving the run: the one node, or A, B, C and NATS.
 """
 
 import json
@@ -32,7 +34,7 @@ def snapshot(out, times_file, nats_mon, *nodes):
     for node in nodes:
         name, port, pid = node.split(":")
         series = {}
-        for line in get(f"http://127.0.0.1:{port}/metrics").splitlines():
+        for line in get(f"http://127.0.0.1:{port}/metrics").splitlines() if port else []:
             m = SERIES.match(line)
             if m:
                 series[m.group(1) + m.group(2)] = float(m.group(3))
@@ -64,6 +66,7 @@ def row(run, setup, rnd):
     ours += after["children_cpu"] - before["children_cpu"]
     machine = (after["time"] - before["time"]) * os.cpu_count()
     cluster = setup == "cluster"
+    servers = ["a", "b", "c", "nats"] if cluster else ["single"]
     sent = step["sent"] or 1
     per_pub = lambda k: (after[k] - before[k]) / sent if cluster else None
     print(json.dumps({
@@ -75,6 +78,7 @@ def row(run, setup, rnd):
         "nats_in_per_pub": per_pub("nats_in"), "nats_out_per_pub": per_pub("nats_out"),
         "publications": {n: {"out": publications(n, "out"), "in": publications(n, "in")} for n in "abc"},
         "dropped": dropped,
+        "server_cpu_s": sum(after["nodes"][n]["cpu"] - before["nodes"][n]["cpu"] for n in servers),
         "other_cpu": max(0.0, (after["busy_cpu"] - before["busy_cpu"] - ours) / machine),
     }))
 
@@ -85,8 +89,8 @@ def table(rows_file):
     f = lambda v, d=1: "—" if v is None else f"{v:.{d}f}"
     print("| setup | rate in (msg/s) | sent | delivered / expected | on A / on B | delivered/s "
           "| p50 ms | p99 ms | NATS in / publication | NATS out / publication "
-          "| publications A → B | node C publications in | CPU taken by others |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| publications A → B | node C publications in | server CPU s | CPU taken by others |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in sorted(rows, key=lambda r: (r["rate"], r["round"], r["setup"] != "single")):
         cluster = r["setup"] == "cluster"
         pubs = r["publications"]
@@ -97,7 +101,7 @@ def table(rows_file):
               f"| {f(r['p50'])} | {f(r['p99'])} "
               f"| {f(r['nats_in_per_pub'], 3)} | {f(r['nats_out_per_pub'], 3)} "
               f"| {dash(n(pubs['a']['out']) + ' → ' + n(pubs['b']['in']))} "
-              f"| {dash(n(pubs['c']['in']))} | {r['other_cpu']:.0%} |")
+              f"| {dash(n(pubs['c']['in']))} | {f(r['server_cpu_s'])} | {r['other_cpu']:.0%} |")
     drops = [(r, node, d) for r in rows for node, d in r["dropped"].items()]
     if drops:
         print()
