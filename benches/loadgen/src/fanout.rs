@@ -355,7 +355,10 @@ async fn publish(
                 continue;
             }
         }
-        let due = (started.elapsed().as_secs_f64() * rate as f64) as u64;
+        // A publisher starved of CPU may wake past the step's end: it still sends no more than
+        // the step's share, so that `sent` is always at most rate × duration.
+        let publishing_s = started.elapsed().as_secs_f64().min(args.duration_s as f64);
+        let due = (publishing_s * rate as f64) as u64;
         while sent < due {
             let payload = format!(r#"{{"t":{},"pad":"{pad}"}}"#, report::now_us());
             let room = &rooms[sent as usize % rooms.len()];
