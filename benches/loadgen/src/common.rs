@@ -55,7 +55,12 @@ pub struct TargetArgs {
 
 impl TargetArgs {
     pub async fn endpoint(&self) -> Endpoint {
-        Endpoint::resolve(self.target, &self.url, &self.vsn)
+        self.endpoint_at(&self.url).await
+    }
+
+    /// The endpoint of another server of the same kind (another node of a cluster).
+    pub async fn endpoint_at(&self, url: &str) -> Endpoint {
+        Endpoint::resolve(self.target, url, &self.vsn)
             .await
             .unwrap_or_else(|e| {
                 eprintln!("locus-loadgen: {e}");
@@ -140,11 +145,11 @@ pub fn progress(len: u64, what: &str) -> ProgressBar {
     bar
 }
 
-/// Opens `n` connections at `--ramp-per-s`, connection `i` joining `rooms(i)`. Failed ones
-/// are `None` and counted in `errors`.
-pub async fn connect_all(
+/// Opens `n` connections at `--ramp-per-s`, connection `i` to `endpoint(i)` joining
+/// `rooms(i)`. Failed ones are `None` and counted in `errors`.
+pub async fn connect_all<'e>(
     args: &TargetArgs,
-    ep: &Endpoint,
+    endpoint: impl Fn(usize) -> &'e Endpoint,
     n: usize,
     rooms: impl Fn(usize) -> Vec<String>,
     errors: &Arc<Errors>,
@@ -156,7 +161,8 @@ pub async fn connect_all(
     let per_conn = Duration::from_secs_f64(1.0 / args.ramp_per_s.max(1) as f64);
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
-        let (ep, gate, errors, bar) = (ep.clone(), gate.clone(), errors.clone(), bar.clone());
+        let ep = endpoint(i).clone();
+        let (gate, errors, bar) = (gate.clone(), errors.clone(), bar.clone());
         let rooms = rooms(i);
         let src = args.source(i);
         tasks.push(tokio::spawn(async move {

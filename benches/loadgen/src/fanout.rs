@@ -2,7 +2,12 @@
 //! target (Locus, Socket.IO, NATS, bare). Several `--rate`s run as a ladder of steps on the
 //! same connections, stopping at the first step that loses deliveries or queues (p99 over
 //! `--max-p99-ms`); the best step that kept up is the peak.
+//!
+//! `--subscriber-url` spreads the subscribers over several servers (the nodes of a cluster)
+//! while the publishers stay on `--url`; each step then also reports what each server's
+//! subscribers received against what they should have.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +16,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use crate::common::{self, Errors, TargetArgs};
-use crate::conn::{Conn, Target};
+use crate::conn::{Conn, Endpoint, Target};
 use crate::recorder::Recorder;
 use crate::{plot, report};
 
@@ -32,6 +37,11 @@ pub struct FanoutArgs {
     /// Rooms the subscribers are spread over (round-robin).
     #[arg(long, default_value_t = 1)]
     pub rooms: usize,
+    /// Servers the subscribers are spread over (comma-separated or repeated; each room's
+    /// members round-robin over them), e.g. the nodes of a cluster. Empty: `--url`, where the
+    /// publishers always connect.
+    #[arg(long, value_delimiter = ',')]
+    pub subscriber_url: Vec<String>,
     /// Publishing connections (each publishes round-robin over the rooms).
     #[arg(long, default_value_t = 1)]
     pub publishers: usize,
@@ -58,30 +68,72 @@ fn room(i: usize) -> String {
     format!("realtime:load-{i}")
 }
 
+/// The servers the subscribers are on, and what each one's subscribers received.
+struct Servers {
+    urls: Vec<String>,
+    /// Connected subscribers per server, per room.
+    members: Vec<Vec<u64>>,
+    /// Deliveries to each server's subscribers so far.
+    delivered: Vec<Arc<AtomicU64>>,
+}
+
+impl Servers {
+    /// The server of subscriber `i` (in room `i % rooms`): a room's members take turns, so
+    /// every room has members on every server once it has as many members as servers.
+    fn of(&self, i: usize, rooms: usize) -> usize {
+        (i / rooms.max(1)) % self.urls.len()
+    }
+
+    /// Connected subscribers per room, all servers together.
+    fn members_per_room(&self) -> Vec<u64> {
+        let rooms = self.members.first().map_or(0, Vec::len);
+        (0..rooms)
+            .map(|r| self.members.iter().map(|m| m[r]).sum())
+            .collect()
+    }
+
+    fn delivered_now(&self) -> Vec<u64> {
+        self.delivered
+            .iter()
+            .map(|d| d.load(Ordering::Relaxed))
+            .collect()
+    }
+}
+
 pub async fn run(args: FanoutArgs) -> Value {
     let ep = args.target.endpoint().await;
+    let urls = if args.subscriber_url.is_empty() {
+        vec![args.target.url.clone()]
+    } else {
+        args.subscriber_url.clone()
+    };
+    let mut subscriber_eps: Vec<Endpoint> = Vec::with_capacity(urls.len());
+    for url in &urls {
+        subscriber_eps.push(args.target.endpoint_at(url).await);
+    }
+    let mut servers = Servers {
+        delivered: urls.iter().map(|_| Arc::default()).collect(),
+        members: vec![vec![0; args.rooms]; urls.len()],
+        urls,
+    };
     let errors = Errors::new();
     let recorder = Recorder::new();
     report::epoch();
 
     let subscribers = common::connect_all(
         &args.target,
-        &ep,
+        |i| &subscriber_eps[servers.of(i, args.rooms)],
         args.clients,
         |i| vec![room(i % args.rooms)],
         &errors,
         "subscribers",
     )
     .await;
-    let members: Vec<u64> = (0..args.rooms)
-        .map(|r| {
-            subscribers
-                .iter()
-                .enumerate()
-                .filter(|(i, c)| i % args.rooms == r && c.is_some())
-                .count() as u64
-        })
-        .collect();
+    for (i, _) in subscribers.iter().enumerate().filter(|(_, c)| c.is_some()) {
+        let s = servers.of(i, args.rooms);
+        servers.members[s][i % args.rooms] += 1;
+    }
+    let members = servers.members_per_room();
     // Phoenix needs a join before a broadcast; the other protocols publish to any room.
     let all_rooms: Vec<String> = (0..args.rooms).map(room).collect();
     let publisher_rooms = |_| match args.target.target {
@@ -90,7 +142,7 @@ pub async fn run(args: FanoutArgs) -> Value {
     };
     let mut publishers: Vec<Conn> = common::connect_all(
         &args.target,
-        &ep,
+        |_| &ep,
         args.publishers,
         publisher_rooms,
         &errors,
@@ -109,7 +161,8 @@ pub async fn run(args: FanoutArgs) -> Value {
         .enumerate()
         .filter_map(|(i, c)| c.map(|c| (i, c)))
         .map(|(i, c)| {
-            let local = recorder.local(i);
+            let group = servers.delivered[servers.of(i, args.rooms)].clone();
+            let local = recorder.local_in(i, group);
             let (errors, stop) = (errors.clone(), stop_rx.clone());
             tokio::spawn(async move {
                 if let Some(conn) = common::hold(c, stop, &errors, Some(local)).await {
@@ -122,7 +175,7 @@ pub async fn run(args: FanoutArgs) -> Value {
     let mut steps = Vec::new();
     let mut rss_peak = rss_idle;
     for &rate in &args.rate {
-        let step = run_step(&args, rate, &mut publishers, &members, &recorder, &errors).await;
+        let step = run_step(&args, rate, &mut publishers, &servers, &recorder, &errors).await;
         if let Some(now) = args.target.server_rss_bytes() {
             rss_peak = Some(rss_peak.map_or(now, |p: f64| p.max(now)));
         }
@@ -165,6 +218,7 @@ pub async fn run(args: FanoutArgs) -> Value {
         "url": args.target.url,
         "clients": args.clients,
         "rooms": args.rooms,
+        "subscriber_urls": servers.urls,
         "publishers": args.publishers,
         "payload_bytes": args.payload_bytes,
         "duration_s": args.duration_s,
@@ -197,10 +251,11 @@ async fn run_step(
     args: &FanoutArgs,
     rate: u64,
     publishers: &mut Vec<Conn>,
-    members: &[u64],
+    servers: &Servers,
     recorder: &Arc<Recorder>,
     errors: &Arc<Errors>,
 ) -> Value {
+    let delivered_before = servers.delivered_now();
     let first_second = (report::now_us() / 1_000_000) as usize;
     let started = tokio::time::Instant::now();
     let bar = common::progress(args.duration_s, &format!("{rate}/s"));
@@ -242,8 +297,25 @@ async fn run_step(
     let last_second = (report::now_us() / 1_000_000) as usize + 1;
     let hist = recorder.window(first_second, last_second);
     let sent: u64 = sent_per_room.iter().sum();
-    let expected: u64 = sent_per_room.iter().zip(members).map(|(s, m)| s * m).sum();
+    let expected_of =
+        |members: &[u64]| -> u64 { sent_per_room.iter().zip(members).map(|(s, m)| s * m).sum() };
+    let expected = expected_of(&servers.members_per_room());
     let delivered = hist.len();
+    // Counted from the step's start to the end of its drain, whenever received.
+    let by_server: Vec<Value> = servers
+        .delivered_now()
+        .iter()
+        .zip(&delivered_before)
+        .enumerate()
+        .map(|(s, (now, before))| {
+            json!({
+                "url": servers.urls[s],
+                "subscribers": servers.members[s].iter().sum::<u64>(),
+                "delivered": now - before,
+                "expected": expected_of(&servers.members[s]),
+            })
+        })
+        .collect();
     json!({
         "rate_per_publisher": rate,
         "sent": sent,
@@ -253,6 +325,7 @@ async fn run_step(
         "delivered_ratio": if expected == 0 { 0.0 } else { delivered as f64 / expected as f64 },
         "delivered_per_s": delivered as f64 / publish_s,
         "latency_ms": report::latency_ms(&hist),
+        "by_server": by_server,
     })
 }
 
@@ -282,7 +355,10 @@ async fn publish(
                 continue;
             }
         }
-        let due = (started.elapsed().as_secs_f64() * rate as f64) as u64;
+        // A publisher starved of CPU may wake past the step's end: it still sends no more than
+        // the step's share, so that `sent` is always at most rate × duration.
+        let publishing_s = started.elapsed().as_secs_f64().min(args.duration_s as f64);
+        let due = (publishing_s * rate as f64) as u64;
         while sent < due {
             let payload = format!(r#"{{"t":{},"pad":"{pad}"}}"#, report::now_us());
             let room = &rooms[sent as usize % rooms.len()];
@@ -311,5 +387,41 @@ pub fn write_plot(path: &std::path::Path, title: &str, recorder: &Recorder) {
     let svg = plot::latency_svg(title, &series, &recorder.total());
     if let Err(e) = std::fs::write(path, svg) {
         eprintln!("locus-loadgen: cannot write {}: {e}", path.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn servers(n: usize, rooms: usize) -> Servers {
+        Servers {
+            urls: (0..n)
+                .map(|i| format!("ws://127.0.0.1:{}/", 4000 + i))
+                .collect(),
+            members: vec![vec![0; rooms]; n],
+            delivered: (0..n).map(|_| Arc::default()).collect(),
+        }
+    }
+
+    /// Each room's members take turns over the servers, so every server has members of every
+    /// room (subscriber `i` is in room `i % rooms`).
+    #[test]
+    fn every_room_is_split_evenly_over_the_servers() {
+        let (rooms, clients) = (3, 60);
+        let mut s = servers(2, rooms);
+        for i in 0..clients {
+            let server = s.of(i, rooms);
+            s.members[server][i % rooms] += 1;
+        }
+        assert_eq!(s.members, vec![vec![10, 10, 10], vec![10, 10, 10]]);
+        assert_eq!(s.members_per_room(), vec![20, 20, 20]);
+    }
+
+    /// One server (no `--subscriber-url`) holds every subscriber, as before.
+    #[test]
+    fn one_server_holds_every_subscriber() {
+        let s = servers(1, 4);
+        assert!((0..100).all(|i| s.of(i, 4) == 0));
     }
 }

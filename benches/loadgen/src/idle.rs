@@ -36,7 +36,7 @@ pub async fn run(args: IdleArgs) -> Value {
     let started = tokio::time::Instant::now();
     let conns = common::connect_all(
         &args.target,
-        &ep,
+        |_| &ep,
         args.clients,
         |i| vec![format!("realtime:idle-{}", i % args.rooms.max(1))],
         &errors,

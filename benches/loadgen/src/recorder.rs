@@ -53,7 +53,16 @@ impl Recorder {
             recorder: self.clone(),
             shard: reader % SHARDS,
             samples: Vec::with_capacity(LOCAL_SAMPLES_MAX),
+            group: None,
         }
+    }
+
+    /// A buffer for one reader task of a group (the subscribers of one server, say) whose
+    /// deliveries are also counted in `group`.
+    pub fn local_in(self: &Arc<Self>, reader: usize, group: Arc<AtomicU64>) -> LocalRecorder {
+        let mut local = self.local(reader);
+        local.group = Some(group);
+        local
     }
 
     /// The whole run's latencies.
@@ -93,6 +102,8 @@ pub struct LocalRecorder {
     recorder: Arc<Recorder>,
     shard: usize,
     samples: Vec<(u32, u64)>,
+    /// The reader's group's delivery count, when it has one.
+    group: Option<Arc<AtomicU64>>,
 }
 
 impl LocalRecorder {
@@ -122,9 +133,11 @@ impl LocalRecorder {
             shard.total.saturating_record(latency);
             shard.per_second[second].saturating_record(latency);
         }
-        self.recorder
-            .delivered
-            .fetch_add(self.samples.len() as u64, Ordering::Relaxed);
+        let n = self.samples.len() as u64;
+        self.recorder.delivered.fetch_add(n, Ordering::Relaxed);
+        if let Some(group) = &self.group {
+            group.fetch_add(n, Ordering::Relaxed);
+        }
         self.samples.clear();
     }
 }
@@ -156,5 +169,25 @@ mod tests {
         let second = (report::now_us() / 1_000_000) as usize;
         assert_eq!(rec.window(0, second + 1).len(), 4_000);
         assert!(rec.total().value_at_quantile(0.5) >= 1_000);
+    }
+
+    /// Deliveries to the readers of a group (one server's subscribers) are counted apart.
+    #[test]
+    fn a_group_counts_only_its_own_readers_deliveries() {
+        let rec = Recorder::new();
+        report::epoch();
+        let group = Arc::new(AtomicU64::new(0));
+        for reader in 0..4 {
+            let mut local = if reader % 2 == 0 {
+                rec.local_in(reader, group.clone())
+            } else {
+                rec.local(reader)
+            };
+            for _ in 0..10 {
+                local.record(report::now_us());
+            }
+        }
+        assert_eq!(group.load(Ordering::Relaxed), 20);
+        assert_eq!(rec.delivered.load(Ordering::Relaxed), 40);
     }
 }
