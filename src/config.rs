@@ -39,7 +39,8 @@ pub struct ServerConfig {
     pub workers: usize,
     /// At shutdown, how long sessions get to close before the server stops anyway. Default 5,000.
     pub shutdown_timeout_ms: u64,
-    /// Tracing filter (`RUST_LOG` syntax) used when `RUST_LOG` is unset. Default `info`.
+    /// Tracing filter (`RUST_LOG` syntax) used when `RUST_LOG` is unset. Default
+    /// `info,async_nats=warn` (the NATS client logs every message it drops at info).
     pub log: String,
     /// WebSocket connections the server holds at most; past it an upgrade is refused with 503
     /// `ServerFull`. 0 = no cap. Default 50,000.
@@ -56,7 +57,7 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:4000".into(),
             workers: 0,
             shutdown_timeout_ms: 5_000,
-            log: "info".into(),
+            log: "info,async_nats=warn".into(),
             connections_max: 50_000,
             connections_per_ip_max: 1_000,
         }

@@ -78,6 +78,9 @@ pub enum DropReason {
     ClusterMalformed,
     /// Presence from a node this node does not track (gone, or past `cluster.nodes_max`).
     ClusterUnknownNode,
+    /// A message NATS delivered that the client dropped: this node's subscription held
+    /// `cluster.subscription_messages_max` messages already.
+    ClusterSlowConsumer,
 }
 
 impl DropReason {
@@ -94,6 +97,7 @@ impl DropReason {
             DropReason::ClusterDisconnected => "cluster_disconnected",
             DropReason::ClusterMalformed => "cluster_malformed",
             DropReason::ClusterUnknownNode => "cluster_unknown_node",
+            DropReason::ClusterSlowConsumer => "cluster_slow_consumer",
         }
     }
 }
@@ -436,6 +440,7 @@ impl DropReason {
         DropReason::ClusterDisconnected,
         DropReason::ClusterMalformed,
         DropReason::ClusterUnknownNode,
+        DropReason::ClusterSlowConsumer,
     ];
 }
 

@@ -299,19 +299,44 @@ async fn publish_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<(String, Kind,
 /// NATS connection events. After a reconnect, or messages lost to a full subscription, what
 /// crossed meanwhile may be lost: every room announces its presence again, every peer is asked
 /// to announce its own, and durable rooms compare their position with the database's.
+///
+/// The client reports each message it drops: they are counted one by one, but resynced at most
+/// once per `heartbeat_ms` (with one more at the end of a burst).
 async fn events_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<async_nats::Event>) {
-    while let Some(event) = rx.recv().await {
+    let period = Duration::from_millis(shared.config.heartbeat_ms);
+    let mut tick = tokio::time::interval(period);
+    let mut last_resync: Option<Instant> = None;
+    let mut pending = false;
+    loop {
+        let event = tokio::select! {
+            event = rx.recv() => match event {
+                Some(event) => event,
+                None => return,
+            },
+            _ = tick.tick() => {
+                if pending {
+                    pending = false;
+                    last_resync = Some(Instant::now());
+                    resync(&shared);
+                }
+                continue;
+            }
+        };
         match event {
             async_nats::Event::Connected => {
                 tracing::info!("cluster: NATS connected");
+                last_resync = Some(Instant::now());
                 resync(&shared);
             }
-            async_nats::Event::SlowConsumer(sid) => {
-                tracing::warn!(
-                    sid,
-                    "cluster: messages lost to a full subscription; resyncing"
-                );
-                resync(&shared);
+            async_nats::Event::SlowConsumer(_) => {
+                m::dropped(DropReason::ClusterSlowConsumer);
+                if last_resync.is_some_and(|t| t.elapsed() < period) {
+                    pending = true;
+                } else {
+                    tracing::warn!("cluster: messages lost to a full subscription; resyncing");
+                    last_resync = Some(Instant::now());
+                    resync(&shared);
+                }
             }
             async_nats::Event::Disconnected => tracing::warn!("cluster: NATS disconnected"),
             other => tracing::debug!(event = %other, "cluster: NATS event"),
