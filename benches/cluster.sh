@@ -17,7 +17,7 @@
 #   RATES=2000,5000,10000 ROUNDS=3 benches/cluster.sh
 #
 # Every figure comes from locus-loadgen and the servers' own counters; the JSON summaries, the
-# node logs and the table (table.md, also printed) are kept in target/cluster/.
+# node logs and the markdown table (also printed) are kept in target/cluster/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
