@@ -9,22 +9,24 @@
 //! - [`interest`]: the NATS subscriptions, held only while this node has local members of a
 //!   topic or cells in an area (interest routing), and what arrives on them.
 //! - [`nodes`]: the live peers, heartbeats and death.
-//! - [`geo`]: posts and beacons across nodes.
+//! - [`geo`]: posts, beacons and who-is-nearby across nodes.
+//! - [`ask`]: asking every live peer and collecting the answers (one reply inbox per node).
 //!
 //! # Subjects
-//! `locus.t.<topic, base64url>` a room's publications, presence deltas and snapshots;
+//! `locus.t.<topic, base64url>` a room's publications, presence deltas, snapshots and typing;
 //! `locus.g.<geohash prefix>` posts and beacons for an area (a node subscribes every prefix of
-//! each of its cells); `locus.nodes` heartbeats and goodbyes; `locus.sync` presence requests of a
-//! room starting on some node; `locus.near` who-is-nearby requests of a `realtime:nearby`
-//! subscriber.
+//! each of its cells); `locus.nodes` heartbeats, goodbyes and resync requests; `locus.sync`
+//! presence requests of a room starting on some node; `locus.near` who-is-nearby requests of a
+//! `realtime:nearby` subscriber; `locus.confirm.<node>` (never served) round trips that confirm
+//! new subscriptions.
 //!
 //! # Guarantees
 //! At most once between nodes, in order per publishing node. A durable topic's publications carry
 //! their offsets, and a room that sees a gap reads it from the database (see
 //! `room::sequence`), so durable delivery is in offset order and complete. Presence converges:
-//! deltas as they happen, a snapshot from every live node when a room starts, snapshots again
-//! after NATS reconnects or a peer reappears, and a dead node's presences leave everywhere after
-//! `cluster.node_down_ms`.
+//! deltas as they happen, a snapshot from every live node when a room starts, snapshots both ways
+//! after NATS reconnects, the client drops messages, or a peer (re)appears, and a dead node's
+//! presences leave everywhere after `cluster.node_down_ms`.
 
 mod ask;
 pub mod broker;
@@ -55,8 +57,8 @@ use nodes::NodeRegistry;
 
 /// Messages waiting to go out to NATS, at most (besides `cluster.outbound_queue_bytes_max`).
 const OUTBOUND_MESSAGES_MAX: usize = 65_536;
-/// Subscription changes waiting for the interest task, at most (a full queue makes a room's
-/// start wait).
+/// Subscription changes waiting for the interest task, at most (past it a change is handed to a
+/// task of its own).
 const INTEREST_COMMANDS_MAX: usize = 4_096;
 /// Longest wait between reconnection attempts to NATS, in milliseconds.
 const RECONNECT_DELAY_MS_MAX: u64 = 1_000;

@@ -1,5 +1,5 @@
 //! The JSON shapes of a job: the API's full object and the `job` event's summary
-//! (`{"id","status","progress","output"?,"error"?}`, docs/API.md "AI jobs"), and the jobs part
+//! (`{"id","status","progress","output"?,"error"?,"updated_at"}`, docs/API.md "AI jobs"), and the jobs part
 //! of `/api/health` (each provider's breaker state).
 
 use locus_storage::time::rfc3339_ms;
@@ -42,6 +42,8 @@ pub fn event_json(job: &JobRecord) -> Value {
         "id": job.id,
         "status": job.status.as_str(),
         "progress": job.progress,
+        // Set when the event is emitted (a Locus extension): events order by it.
+        "updated_at": rfc3339_ms(job.updated_at_ms),
     });
     if let Some(output) = &job.output {
         event["output"] = parse_json(output);
