@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The one test command: installs what the tests need when it is missing (Node for the
 # realtime-js compatibility test, PostgreSQL for the storage suite, nats-server for the cluster
-# tests), then runs formatting,
-# clippy with warnings denied, and every test of the workspace — building the workspace once.
+# tests), then runs formatting, clippy with warnings denied, and every test of the workspace —
+# building the workspace once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
