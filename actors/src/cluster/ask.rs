@@ -129,7 +129,5 @@ pub(super) async fn answer(
     header: &impl Serialize,
 ) {
     let msg = envelope::encode(kind, shared.me, header, &[]);
-    if shared.client.publish(reply, msg).await.is_ok() {
-        m::cluster_message("out", kind.label());
-    }
+    shared.publish_now(reply, kind, msg).await;
 }

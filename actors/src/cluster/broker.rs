@@ -74,6 +74,17 @@ pub(super) struct TypingHeader {
     pub typing: bool,
 }
 
+impl PresenceHeader {
+    /// A node's whole presence in `topic`.
+    pub fn snapshot(topic: &Arc<str>, entries: Vec<PresenceEntry>) -> Self {
+        PresenceHeader {
+            topic: topic.clone(),
+            delta: PresenceDelta::default(),
+            entries,
+        }
+    }
+}
+
 /// A presence request of a room starting on some node.
 #[derive(Serialize, Deserialize)]
 pub(super) struct SyncHeader {
@@ -156,17 +167,27 @@ impl NatsBroker {
     pub(super) fn new(shared: Arc<Shared>) -> Self {
         NatsBroker { shared }
     }
+
+    /// Sends a body-less message about `topic` to the other nodes' rooms of it.
+    fn to_room(&self, topic: &str, kind: Kind, header: &impl Serialize) {
+        let s = &self.shared;
+        s.send(
+            room_subject(topic),
+            kind,
+            envelope::encode(kind, s.me, header, &[]),
+        );
+    }
 }
 
 impl Broker for NatsBroker {
     fn publish(&self, publication: Publication) -> Result<(), BrokerError> {
         let s = &self.shared;
-        let msg = encode_publication(s.me, &publication);
-        let subject = room_subject(&publication.topic);
+        let publication = Arc::new(publication);
         // Refused here (the room is busy) is refused everywhere: the publisher retries, and a
         // copy already on its way to other nodes would then arrive twice.
-        s.local.deliver(Arc::new(publication))?;
-        s.send(subject, Kind::Publication, msg);
+        s.local.deliver(publication.clone())?;
+        let msg = encode_publication(s.me, &publication);
+        s.send(room_subject(&publication.topic), Kind::Publication, msg);
         Ok(())
     }
 
@@ -200,36 +221,29 @@ impl Broker for NatsBroker {
     }
 
     fn publish_presence(&self, topic: &Arc<str>, delta: PresenceDelta) {
-        let s = &self.shared;
         let header = PresenceHeader {
             topic: topic.clone(),
             delta,
             entries: Vec::new(),
         };
-        let msg = envelope::encode(Kind::Presence, s.me, &header, &[]);
-        s.send(room_subject(topic), Kind::Presence, msg);
+        self.to_room(topic, Kind::Presence, &header);
     }
 
     fn publish_snapshot(&self, topic: &Arc<str>, entries: Vec<PresenceEntry>) {
-        let s = &self.shared;
-        let header = PresenceHeader {
-            topic: topic.clone(),
-            delta: PresenceDelta::default(),
-            entries,
-        };
-        let msg = envelope::encode(Kind::Snapshot, s.me, &header, &[]);
-        s.send(room_subject(topic), Kind::Snapshot, msg);
+        self.to_room(
+            topic,
+            Kind::Snapshot,
+            &PresenceHeader::snapshot(topic, entries),
+        );
     }
 
     fn publish_typing(&self, topic: &Arc<str>, user: &str, typing: bool) {
-        let s = &self.shared;
         let header = TypingHeader {
             topic: topic.clone(),
             user: Arc::from(user),
             typing,
         };
-        let msg = envelope::encode(Kind::Typing, s.me, &header, &[]);
-        s.send(room_subject(topic), Kind::Typing, msg);
+        self.to_room(topic, Kind::Typing, &header);
     }
 
     fn is_clustered(&self) -> bool {
@@ -280,11 +294,7 @@ pub(super) fn answer_sync(shared: &Arc<Shared>, env: &Envelope, reply: String) {
                 .unwrap_or_default(),
             None => Vec::new(),
         };
-        let header = PresenceHeader {
-            topic: h.topic,
-            delta: PresenceDelta::default(),
-            entries,
-        };
+        let header = PresenceHeader::snapshot(&h.topic, entries);
         super::ask::answer(&shared, reply, Kind::Snapshot, &header).await;
     });
 }

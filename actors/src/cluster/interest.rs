@@ -237,14 +237,12 @@ fn dispatch(shared: &Arc<Shared>, env: Envelope, reply: Option<String>) {
 }
 
 fn node_changes(shared: &Arc<Shared>, changes: Vec<Change>) {
-    let mut appeared = false;
-    let mut changes_up = Vec::new();
+    let mut appeared = Vec::new();
     for change in changes {
         match change {
             Change::Up(node) => {
                 tracing::info!(node, "cluster: node up");
-                appeared = true;
-                changes_up.push(node);
+                appeared.push(node);
             }
             Change::Gone(node) => {
                 tracing::info!(node, "cluster: node gone, its presences leave");
@@ -252,13 +250,13 @@ fn node_changes(shared: &Arc<Shared>, changes: Vec<Change>) {
             }
         }
     }
-    if appeared {
+    if !appeared.is_empty() {
         // A peer that had given this node up (or never knew it) learns its presence again,
         // and is asked for its own: it may not have given this node up (a one-sided sweep).
         broker::announce_all(shared);
     }
-    for change in changes_up {
-        super::request_resync(shared, Some(change));
+    for node in appeared {
+        super::request_resync(shared, Some(node));
     }
 }
 

@@ -235,9 +235,8 @@ impl Cluster {
         }
         let bye = envelope::encode(Kind::Bye, s.me, &nodes::Bye { id: s.id.clone() }, &[]);
         let said = async {
-            if s.client.publish(NODES_SUBJECT, bye).await.is_ok() {
-                m::cluster_message("out", Kind::Bye.label());
-            }
+            s.publish_now(NODES_SUBJECT.to_owned(), Kind::Bye, bye)
+                .await;
             let _ = s.client.flush().await;
         };
         let _ = tokio::time::timeout(Duration::from_millis(BYE_FLUSH_MS), said).await;
@@ -257,6 +256,14 @@ impl Shared {
 
     fn connection_count(&self) -> usize {
         self.connections.get().map_or(0, |f| f())
+    }
+
+    /// Publishes `msg` at once, past the outbound queue (answers, heartbeats, the goodbye), and
+    /// counts it when it went out.
+    async fn publish_now(&self, subject: String, kind: Kind, msg: Bytes) {
+        if self.client.publish(subject, msg).await.is_ok() {
+            m::cluster_message("out", kind.label());
+        }
     }
 
     /// Queues `msg` for NATS; dropped (and counted) when NATS is unreachable or the queue is
@@ -360,7 +367,8 @@ fn request_resync(shared: &Arc<Shared>, to: Option<NodeRef>) {
 
 /// Announces this node every `cluster.heartbeat_ms` and gives up on silent peers.
 async fn heartbeat_loop(shared: Arc<Shared>) {
-    let mut every = tokio::time::interval(Duration::from_millis(shared.config.heartbeat_ms));
+    let period = Duration::from_millis(shared.config.heartbeat_ms);
+    let mut every = tokio::time::interval(period);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let down = Duration::from_millis(shared.config.node_down_ms);
     loop {
@@ -377,11 +385,8 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
         if shared.connected() {
             // Straight to the client, not through the queue that drops under load: a missed
             // heartbeat makes peers give this node up.
-            let beat = shared.client.publish(NODES_SUBJECT, msg);
-            let every = Duration::from_millis(shared.config.heartbeat_ms);
-            if let Ok(Ok(())) = tokio::time::timeout(every, beat).await {
-                m::cluster_message("out", Kind::Heartbeat.label());
-            }
+            let beat = shared.publish_now(NODES_SUBJECT.to_owned(), Kind::Heartbeat, msg);
+            let _ = tokio::time::timeout(period, beat).await;
         }
         let dead = shared.nodes().sweep(Instant::now(), down);
         for node in dead {

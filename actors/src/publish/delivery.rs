@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crate::broker::{Body, Broker, BrokerError, Durable, Publication};
 use crate::geo::{CellRegistry, Fanout, GeoPost};
 use crate::metrics::{self as m, DropReason};
-use crate::publish::history::{CachedPublication, HistoryCache};
+use crate::publish::history::HistoryCache;
 use crate::topic::{Topic, GEO_ROOM_LEN_MAX};
 use crate::wire::raw;
 
@@ -57,17 +57,6 @@ impl Delivery {
         client_id: Option<Arc<str>>,
         created_at_ms: i64,
     ) {
-        // In a cluster the topic's room fills the window, in offset order across nodes.
-        if let Some(cache) = self.cache.as_ref().filter(|_| !self.broker.is_clustered()) {
-            let cached = Arc::new(CachedPublication {
-                offset,
-                event: publication.event.clone(),
-                body: publication.body.clone(),
-                client_id: client_id.clone(),
-                created_at_ms,
-            });
-            cache.push(&publication.topic, &epoch, cached);
-        }
         publication.durable = Some(Durable {
             offset,
             epoch,
@@ -75,6 +64,10 @@ impl Delivery {
             replayed: false,
             created_at_ms,
         });
+        // In a cluster the topic's room fills the window, in offset order across nodes.
+        if let Some(cache) = self.cache.as_ref().filter(|_| !self.broker.is_clustered()) {
+            cache.remember(&publication);
+        }
         let _ = self.broker.publish(publication);
     }
 

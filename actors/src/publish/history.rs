@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 
 use hashlink::LinkedHashMap;
 
-use crate::broker::Body;
+use std::time::Instant;
+
+use crate::broker::{Body, Durable, Publication};
 use crate::metrics::{self as m, WindowEviction};
 
 /// What one cached publication costs beyond its payload and text: the struct, its `Arc`, the
@@ -30,6 +32,29 @@ pub struct CachedPublication {
 }
 
 impl CachedPublication {
+    /// Its position as a delivered publication carries it, in `epoch`.
+    pub fn durable(&self, epoch: Arc<str>, replayed: bool) -> Durable {
+        Durable {
+            offset: self.offset,
+            epoch,
+            client_id: self.client_id.clone(),
+            replayed,
+            created_at_ms: self.created_at_ms,
+        }
+    }
+
+    /// Back into a publication of `topic` for the room to deliver (from no session).
+    pub fn to_publication(&self, topic: Arc<str>, epoch: Arc<str>) -> Publication {
+        Publication {
+            topic,
+            event: self.event.clone(),
+            body: self.body.clone(),
+            sender: None,
+            accepted_at: Instant::now(),
+            durable: Some(self.durable(epoch, false)),
+        }
+    }
+
     /// The payload's length in bytes.
     pub fn payload_bytes(&self) -> usize {
         match &self.body {
@@ -195,6 +220,20 @@ impl HistoryCache {
         while all.bytes > self.limits.bytes_max {
             // Never the topic just written: it is at the back, and alone it fits.
             all.evict_oldest_topic(WindowEviction::WindowBytes);
+        }
+    }
+
+    /// Keeps a durable publication (one without a position is not kept) in its topic's window.
+    pub fn remember(&self, p: &Publication) {
+        if let Some(d) = &p.durable {
+            let cached = CachedPublication {
+                offset: d.offset,
+                event: p.event.clone(),
+                body: p.body.clone(),
+                client_id: d.client_id.clone(),
+                created_at_ms: d.created_at_ms,
+            };
+            self.push(&p.topic, &d.epoch, Arc::new(cached));
         }
     }
 

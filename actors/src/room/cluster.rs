@@ -3,16 +3,15 @@
 //! offset order across nodes, with gaps read from the database.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 
 use super::registry::DurableStart;
 use super::sequence::{self, Sequence};
 use super::Room;
-use crate::broker::{Durable, LocalPresence, Publication, Remote, RemoteEvent};
+use crate::broker::{LocalPresence, Publication, Remote, RemoteEvent};
 use crate::metrics as m;
-use crate::publish::history::CachedPublication;
 
 /// How often a durable room asks the database for its position again after NATS came back,
 /// while the database does not answer, in milliseconds…
@@ -70,15 +69,8 @@ impl Room {
     /// In a cluster, the history window is fed by the room, in offset order: only a running
     /// room sees every publication of its topic.
     pub(super) fn remember(&self, p: &Publication) {
-        if let (Some(cache), Some(d)) = (self.registry.cache(), &p.durable) {
-            let cached = CachedPublication {
-                offset: d.offset,
-                event: p.event.clone(),
-                body: p.body.clone(),
-                client_id: d.client_id.clone(),
-                created_at_ms: d.created_at_ms,
-            };
-            cache.push(&self.key, &d.epoch, Arc::new(cached));
+        if let Some(cache) = self.registry.cache() {
+            cache.remember(p);
         }
     }
 
@@ -152,7 +144,10 @@ impl Room {
                         m::cluster_gap_fill("filled");
                         let epoch: Arc<str> = Arc::from(h.epoch.unwrap_or_default());
                         let found = (h.publications.into_iter())
-                            .map(|p| Arc::new(stored_publication(&room.key, &epoch, p)))
+                            .map(|p| {
+                                let p = crate::publish::recovery::cached(p);
+                                Arc::new(p.to_publication(room.key.clone(), epoch.clone()))
+                            })
                             .collect();
                         seq.fill(found)
                     }
@@ -187,24 +182,5 @@ impl Handler<LocalPresence> for Room {
     /// This node's presence in the room, for another node syncing it.
     fn handle(&mut self, _: LocalPresence, _ctx: &mut Self::Context) -> Self::Result {
         MessageResult(self.presence.local_entries())
-    }
-}
-
-/// A publication read from the database, as the room delivers it.
-fn stored_publication(key: &Arc<str>, epoch: &Arc<str>, p: locus_storage::Stored) -> Publication {
-    let cached = crate::publish::recovery::cached(p);
-    Publication {
-        topic: key.clone(),
-        event: cached.event.clone(),
-        body: cached.body.clone(),
-        sender: None,
-        accepted_at: Instant::now(),
-        durable: Some(Durable {
-            offset: cached.offset,
-            epoch: epoch.clone(),
-            client_id: cached.client_id.clone(),
-            replayed: false,
-            created_at_ms: cached.created_at_ms,
-        }),
     }
 }

@@ -251,13 +251,7 @@ impl Room {
             if !ok {
                 break;
             }
-            let durable = Durable {
-                offset: p.offset,
-                epoch: epoch.clone().unwrap_or_else(|| Arc::from("")),
-                client_id: p.client_id.clone(),
-                replayed: replay,
-                created_at_ms: p.created_at_ms,
-            };
+            let durable = p.durable(epoch.clone().unwrap_or_else(|| Arc::from("")), replay);
             let meta = durable.meta_json();
             ok = match encode_broadcast(msg.vsn, &self.topic, &p.event, &p.body, Some(&meta)) {
                 Some(frame) => msg.outbox.push(frame).is_ok(),
